@@ -1,0 +1,42 @@
+# Two entry points (see README Quickstart): `make demo` and `make test`.
+# Both create .venv, pin the CPU build of torch first (so pip never pulls a multi-GB CUDA build),
+# then install maskaudit in editable mode.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PIN ?= torch==2.13.0
+DEMO_DATA := examples/data/demo
+DEMO_OUT := demo-output
+
+.PHONY: install demo test test-all browser bench clean
+
+$(BIN)/maskaudit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/maskaudit
+
+demo: install
+	$(BIN)/python examples/make_example.py $(DEMO_DATA) --force
+	$(BIN)/maskaudit scan $(DEMO_DATA) --out $(DEMO_OUT) --overwrite
+	@echo "Demo results: $(abspath $(DEMO_OUT))/report.html and $(abspath $(DEMO_OUT))/scores.csv"
+
+# Headless Chromium for the report's browser tests (Debian packages; needs root or sudo).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: install browser
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m pip install --quiet '.[bench]'
+	$(BIN)/python benchmarks/run_detection.py
+
+clean:
+	rm -rf $(DEMO_OUT) $(DEMO_DATA) build dist .pytest_cache

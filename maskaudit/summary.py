@@ -1,0 +1,127 @@
+"""Describe a dataset for ``maskaudit inspect``: a JSON-ready dict, and the same as readable text."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .dataset import DatasetIndex
+from .errors import DatasetError, InputFileError
+from .imageio import DEFAULT_MAX_PIXELS
+from .prepare import read_pair, skipped_pair
+
+__all__ = ["describe_dataset", "format_description"]
+
+_MAX_SKIPPED_LINES = 20
+
+
+def describe_dataset(
+    index: DatasetIndex, *, progress: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict[str, Any]:
+    """Decode every pair once and summarise the dataset.
+
+    Parameters
+    ----------
+    index : DatasetIndex
+        From :func:`~maskaudit.dataset.find_dataset`.
+    progress : bool
+        Show a tqdm progress bar while reading the files.
+    max_pixels : int
+        Decompression-bomb guard for every file.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable, with keys ``root`` (str), ``layout`` ("A"/"B"), ``multilabel`` (bool),
+        ``mask_suffix`` (str), ``classes`` (list of K names), ``num_samples`` (pairs that
+        decode), ``num_skipped``, ``skipped`` (list of ``{"path", "reason"}``; pairs that fail to
+        decode are added here), ``class_pixel_fraction`` ({class: fraction of all image pixels}),
+        ``empty_masks`` (samples whose masks are all empty), ``image_sizes`` ({"HxW": count}) and
+        ``image_modes`` ({mode: count}).
+
+    Raises
+    ------
+    DatasetError
+        If no pair decodes.
+    """
+    skipped = list(index.skipped)
+    num_classes = len(index.classes)
+    class_pixels = np.zeros(num_classes, dtype=np.int64)
+    total_pixels = 0
+    empty = 0
+    sizes: Counter[str] = Counter()
+    modes: Counter[str] = Counter()
+    usable = 0
+    for sample in tqdm(index.samples, desc="reading", unit="pair", disable=not progress):
+        try:
+            pair = read_pair(index, sample, max_pixels=max_pixels)
+        except InputFileError as error:
+            skipped.append(skipped_pair(sample, error))
+            continue
+        usable += 1
+        height, width = pair.image.shape[:2]
+        total_pixels += height * width
+        per_class = pair.masks.reshape(num_classes, -1).sum(axis=1)
+        class_pixels += per_class
+        empty += int(not per_class.any())
+        sizes[f"{height}x{width}"] += 1
+        modes[pair.mode] += 1
+    if not usable:
+        raise DatasetError(
+            f"no pair in {index.root} can be decoded (e.g. {skipped[-1].path}: {skipped[-1].reason});"
+            " fix or replace the broken files"
+        )
+    skipped.sort(key=lambda item: item.path)
+    return {
+        "root": str(index.root),
+        "layout": index.layout,
+        "multilabel": index.multilabel,
+        "mask_suffix": index.mask_suffix,
+        "classes": list(index.classes),
+        "num_samples": usable,
+        "num_skipped": len(skipped),
+        "skipped": [{"path": item.path, "reason": item.reason} for item in skipped],
+        "class_pixel_fraction": {
+            name: float(count) / total_pixels for name, count in zip(index.classes, class_pixels.tolist())
+        },
+        "empty_masks": empty,
+        "image_sizes": dict(sizes.most_common()),
+        "image_modes": dict(modes.most_common()),
+    }
+
+
+def format_description(description: dict[str, Any]) -> str:
+    """Render :func:`describe_dataset`'s dict as a short text summary (no trailing newline)."""
+    layout = {
+        "A": "A (masks/<id>.png label images, one class per pixel)",
+        "B": "B (masks/<class>/<id>.png, one binary mask per class, may overlap)",
+    }.get(description["layout"], description["layout"])
+    suffix = description["mask_suffix"]
+    lines = [
+        f"Dataset      {description['root']}",
+        f"Layout       {layout}",
+        f"Mask suffix  {suffix!r}" if suffix else "Mask suffix  (none)",
+        f"Samples      {description['num_samples']} usable, {len(description['skipped'])} skipped",
+        f"Empty masks  {description['empty_masks']} samples with no labelled pixel",
+        f"Classes      {len(description['classes'])}",
+    ]
+    width = max((len(name) for name in description["classes"]), default=0)
+    for name in description["classes"]:
+        fraction = description["class_pixel_fraction"].get(name, 0.0)
+        lines.append(f"  {name:<{width}}  {100 * fraction:6.2f} % of pixels")
+    lines.append("Image sizes  " + _counts(description["image_sizes"]))
+    lines.append("Image modes  " + _counts(description["image_modes"]))
+    skipped = description["skipped"]
+    if skipped:
+        lines.append(f"Skipped ({len(skipped)}):")
+        lines.extend(f"  {item['path']}: {item['reason']}" for item in skipped[:_MAX_SKIPPED_LINES])
+        if len(skipped) > _MAX_SKIPPED_LINES:
+            lines.append(f"  ... and {len(skipped) - _MAX_SKIPPED_LINES} more (use --json for the full list)")
+    return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} ({value})" for key, value in counts.items()) or "-"
