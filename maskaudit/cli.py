@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .errors import MaskauditError
+from .models import MODES
 
 _DATASET = click.Path(exists=False, file_okay=False, path_type=Path)
 _MASK_SUFFIX = click.option(
@@ -45,6 +46,95 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
     except MaskauditError as error:
         _fail(error)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
+
+
+@main.command()
+@click.argument("dataset", type=_DATASET)
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for scores.csv, report.html, run.json, suggested/ and the checkpoint.")
+@_MASK_SUFFIX
+@click.option("--mode", type=click.Choice(MODES), default="qam-ocm", show_default=True,
+              help="qam-ocm: the paper's method; qam: no tanh bound; baseline: plain mean loss, no QAM.")
+@click.option("--lam", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="OCM bound lambda: the largest weight ratio in a batch is exp(2 * lambda).")
+@click.option("--size", type=click.IntRange(min=32), default=128, show_default=True,
+              help="Working resolution in pixels (divisible by 8); images are resized to size x size.")
+@click.option("--width", type=click.IntRange(min=4), default=16, show_default=True, help="U-Net width of the first level.")
+@click.option("--batch-size", type=click.IntRange(min=8), default=16, show_default=True,
+              help="Mini-batch size; the QAM weights are a softmax over each batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs. Default: scales with the dataset (about 8,000 sample visits, 3 to 40 epochs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice; same seed, same scores on CPU.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto uses CUDA when PyTorch sees a GPU.")
+@click.option("--flips/--no-flips", default=False, show_default=True,
+              help="Random left-right flips in augmentation (off: left and right matter in chest X-rays).")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Random affine and intensity augmentation.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="A sample is a suspect when its quality_score is below this.")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Write only the N most suspect rows to scores.csv.")
+@click.option("--suspects-only", is_flag=True, help="Write only the suspect rows to scores.csv.")
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: float, size: int, width: int,
+         batch_size: int, lr: float, epochs: int | None, seed: int, device: str, flips: bool, augment: bool,
+         threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
+         quiet: bool) -> None:
+    """Train on DATASET, score every mask and write the ranked suspects to --out."""
+    from .pipeline import ScanConfig, scan as run_scan
+    from .train import TrainConfig, resolve_device
+
+    try:
+        if size % 8:
+            raise click.BadParameter(f"{size} is not divisible by 8", param_hint="--size")
+        train_config = TrainConfig(mode=mode, lam=lam, size=size, width=width, batch_size=batch_size, lr=lr,
+                                   epochs=epochs, seed=seed, device=str(resolve_device(device)), flips=flips,
+                                   augment=augment)
+        config = ScanConfig(train=train_config, mask_suffix=mask_suffix, threshold=threshold, top=top,
+                            suspects_only=suspects_only, overwrite=overwrite, resume=resume, report=report)
+        result = run_scan(dataset, out_dir, config, progress=not quiet)
+    except MaskauditError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        click.echo(
+            f"maskaudit: interrupted. The last finished epoch is saved in {out_dir / 'model.pt'}; "
+            f"continue with: maskaudit scan {dataset} --out {out_dir} --resume",
+            err=True,
+        )
+        sys.exit(130)
+    suspects = sum(row.suspect for row in result.rows)
+    click.echo(f"{len(result.rows)} samples scored, {suspects} suspects.")
+    click.echo(f"scores:  {out_dir / 'scores.csv'}")
+    if report:
+        click.echo(f"report:  {out_dir / 'report.html'}")
+    if suspects:
+        click.echo(f"suggested corrections: {out_dir / 'suggested'}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the predicted masks, in the layout of the training dataset.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace masks an earlier predict wrote to --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def predict(model: Path, images_dir: Path, out_dir: Path, device: str, overwrite: bool, quiet: bool) -> None:
+    """Segment the images in IMAGES_DIR with the model.pt of a scan and write masks to --out."""
+    from .predict import predict_directory
+    from .train import resolve_device
+
+    try:
+        written, skipped = predict_directory(model, images_dir, out_dir, device=str(resolve_device(device)),
+                                             overwrite=overwrite, progress=not quiet)
+    except MaskauditError as error:
+        _fail(error)
+    for item in skipped:
+        click.echo(f"skipped {item.path}: {item.reason}", err=True)
+    click.echo(f"{written} images segmented; masks in {out_dir / 'masks'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,51 @@
+"""Checkpoints that load without running code: tensors, numbers, strings, lists and dicts only.
+
+``torch.load(..., weights_only=True)`` refuses anything else, so a checkpoint from an untrusted
+source cannot execute code when it is opened.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_path
+from .errors import CheckpointError
+
+
+def save_checkpoint(path: Path, *, unet, qam, optimizer, config: dict, classes: list[str], multilabel: bool,
+                    image_channels: int, epoch: int, histories: dict[str, np.ndarray]) -> None:
+    """Write the networks, optimizer, options and histories to ``path`` atomically."""
+    payload = {
+        "format": "maskaudit-checkpoint-1",
+        "unet": unet.state_dict(),
+        "qam": qam.state_dict() if qam is not None else None,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "config": config,
+        "classes": list(classes),
+        "multilabel": bool(multilabel),
+        "image_channels": int(image_channels),
+        "epoch": int(epoch),
+        "histories": {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in histories.items()},
+    }
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by save_checkpoint onto the CPU, refusing anything that could run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: give the model.pt of a finished or interrupted scan")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a maskaudit checkpoint or is damaged ({first_line})") from error
+    if not isinstance(state, dict) or state.get("format") != "maskaudit-checkpoint-1":
+        raise CheckpointError(f"{path} is not a maskaudit checkpoint")
+    return state

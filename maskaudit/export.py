@@ -1,0 +1,132 @@
+"""Write the scan's public outputs: scores.csv, run.json and suggested masks, each atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .atomic import atomic_path, atomic_write_text
+
+# The public columns of scores.csv, in order. Documented in README.md; keep them stable.
+SCORE_COLUMNS = (
+    "rank",
+    "id",
+    "image",
+    "mask",
+    "quality_score",
+    "suspect",
+    "issue_type",
+    "issue_classes",
+    "qam_score",
+    "dice_vs_prediction",
+    "dice_per_class",
+    "boundary_distance",
+    "cluster",
+    "outlier",
+    "outlier_score",
+)
+LIST_SEPARATOR = ";"
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One sample's line in scores.csv (see README.md, "scores.csv columns")."""
+
+    rank: int                       # 1 = most suspect
+    id: str
+    image: str                      # relative to the dataset root
+    mask: str                       # relative to the dataset root; layout B: one path per class, ';'-joined
+    quality_score: float            # [0, 1], higher = better label
+    suspect: bool
+    issue_type: str
+    issue_classes: tuple[str, ...]
+    qam_score: float                # raw QAM score t of the final model (higher = label fits better)
+    dice_vs_prediction: float       # mean over classes of Dice(given mask, segmenter's mask)
+    dice_per_class: tuple[float, ...]
+    boundary_distance: float        # worst class's mean surface distance, in working-resolution pixels
+    cluster: int
+    outlier: bool
+    outlier_score: float            # [0, 1], higher = further from the other samples' features
+
+    def as_csv_fields(self) -> list[str]:
+        return [
+            str(self.rank),
+            self.id,
+            self.image,
+            self.mask,
+            f"{self.quality_score:.6f}",
+            str(int(self.suspect)),
+            self.issue_type,
+            LIST_SEPARATOR.join(self.issue_classes),
+            f"{self.qam_score:.6f}",
+            f"{self.dice_vs_prediction:.6f}",
+            LIST_SEPARATOR.join(f"{value:.4f}" for value in self.dice_per_class),
+            f"{self.boundary_distance:.3f}",
+            str(self.cluster),
+            str(int(self.outlier)),
+            f"{self.outlier_score:.6f}",
+        ]
+
+
+def write_scores_csv(path: Path, rows: list[ScoreRow]) -> None:
+    """Write ``rows`` (already sorted by rank) to ``path`` as UTF-8 CSV with a header line."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SCORE_COLUMNS)
+    for row in rows:
+        writer.writerow(row.as_csv_fields())
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_scores_csv(path: Path) -> list[dict[str, str]]:
+    """Read a scores.csv back as one dict per row (column name to text)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as indented JSON atomically (numpy scalars become Python numbers)."""
+    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> None:
+    """Write a (H, W) mask as an 8-bit PNG atomically: bool as 0/255, integers as label indices."""
+    array = mask.astype(np.uint8) * 255 if mask.dtype == bool else mask.astype(np.uint8)
+    with atomic_path(path) as temporary:
+        Image.fromarray(array).save(temporary, format="PNG")
+
+
+def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, classes: tuple[str, ...],
+                          multilabel: bool, file_name: str) -> list[Path]:
+    """Write the segmenter's masks (K, H, W) bool for one sample in the dataset's own layout.
+
+    Layout B: ``out_dir/masks/<class>/<file_name>`` (0/255 per class); layout A:
+    ``out_dir/masks/<file_name>`` (label index, 0 = background). Returns the written paths.
+    """
+    if multilabel:
+        paths = [out_dir / "masks" / name / file_name for name in classes]
+        for path, mask in zip(paths, masks):
+            write_mask_png(path, mask)
+        return paths
+    labels = np.zeros(masks.shape[1:], np.uint8)
+    for k, mask in enumerate(masks):
+        labels[mask] = k + 1
+    path = out_dir / "masks" / file_name
+    write_mask_png(path, labels)
+    return [path]

@@ -1,0 +1,219 @@
+"""``scan``: load -> train -> score -> cluster -> diagnose -> export -> report, in one call that never prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .clustering import cluster_features
+from .dataset import find_dataset
+from .diagnosis import diagnose
+from .errors import OutputDirError
+from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
+from .prepare import PreparedData, load_original, prepare
+from .scoring import quality_scores
+from .signals import compute_signals
+from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
+from .visuals import predict_samples
+
+# Files whose presence means the directory already holds a run's results.
+RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Options of a scan beyond training (see ``maskaudit scan --help``)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mask_suffix: str | None = None
+    threshold: float = 0.5          # suspect when quality_score < threshold
+    top: int | None = None          # keep only the N most suspect rows in scores.csv
+    suspects_only: bool = False     # keep only suspect rows in scores.csv
+    overwrite: bool = False
+    resume: bool = False
+    report: bool = True
+    max_report_samples: int = 2000  # samples with images in the report (the rest are listed)
+
+
+@dataclass
+class ScanResult:
+    rows: list[ScoreRow]            # every usable sample, most suspect first
+    out_dir: Path
+    stage_seconds: dict[str, float]
+
+
+def check_output_dir(out_dir: Path, dataset_root: Path, *, overwrite: bool, resume: bool) -> None:
+    """Refuse an output directory inside the dataset, or one holding another run's results."""
+    out_resolved, root_resolved = out_dir.resolve(), dataset_root.resolve()
+    if out_resolved == root_resolved or root_resolved in out_resolved.parents:
+        raise OutputDirError(
+            f"the output directory {out_dir} is inside the dataset {dataset_root}; "
+            "maskaudit never writes into a dataset: choose --out outside it"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"--out {out_dir} exists and is not a directory")
+    existing = [name for name in RESULT_FILES if (out_dir / name).exists()]
+    if existing and not (overwrite or resume):
+        raise OutputDirError(
+            f"{out_dir} already holds a run ({', '.join(existing)}); "
+            "pass --resume to continue it, --overwrite to replace it, or choose another --out"
+        )
+
+
+def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = False) -> ScanResult:
+    """Audit every mask of ``dataset`` and write scores.csv, run.json, suggested/ and report.html to ``out_dir``."""
+    dataset, out_dir = Path(dataset), Path(out_dir)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    index = find_dataset(dataset, mask_suffix=config.mask_suffix)
+    check_output_dir(out_dir, index.root, overwrite=config.overwrite, resume=config.resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare(index, size=config.train.size, cache_dir=out_dir / "cache", progress=progress)
+    seconds["load"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    result = train(data, config.train, out_dir=out_dir, resume=config.resume, progress=progress)
+    seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    signals = compute_signals(data, result, device=config.train.device, progress=progress)
+    seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    features = np.concatenate([signals.qam_features, signals.bottleneck, signals.shape], axis=1)
+    clusters = cluster_features(features, seed=config.train.seed)
+    quality = quality_scores(signals, result, outlier_score=clusters.outlier_score)
+    seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    rows = _rank_and_diagnose(data, result, signals, clusters, quality, config, out_dir, progress=progress)
+    selected = _select_rows(rows, config)
+    write_scores_csv(out_dir / "scores.csv", selected)
+    seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    if config.report:
+        from .report import render_report  # the report is the only user of jinja2
+
+        position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
+        render_report(
+            _report_input(data, config, rows, clusters.coords, seconds),
+            lambda sample_id: _sample_visuals(data, result, position_of[sample_id]),
+            out_dir,
+            max_visual_samples=config.max_report_samples,
+            progress=progress,
+        )
+        seconds["report"] = time.perf_counter() - clock
+    _write_run_json(out_dir, data, config, result, clusters, seconds)
+    return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
+
+
+def _rank_and_diagnose(data, result, signals, clusters, quality, config, out_dir, *, progress) -> list[ScoreRow]:
+    """One ScoreRow per sample, most suspect first; suspects get a diagnosis and a suggested mask."""
+    index = data.index
+    order = sorted(range(len(quality)), key=lambda i: (quality[i], index.samples[i].id))
+    suspects = [i for i in order if quality[i] < config.threshold]
+    diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}
+    for position, working, original in predict_samples(data, result.unet, suspects, progress=progress,
+                                                       description="diagnose"):
+        given = np.asarray(data.masks[position], dtype=bool)
+        diagnoses[position] = diagnose(given, working, suspect=True, multilabel=index.multilabel)
+        sample_id = index.samples[position].id
+        write_suggested_masks(out_dir / "suggested", sample_id, original, classes=index.classes,
+                              multilabel=index.multilabel, file_name=f"{sample_id}.png")
+    rows = []
+    for rank, position in enumerate(order, start=1):
+        sample = index.samples[position]
+        issue_type, issue_classes = diagnoses.get(position, ("ok", ()))
+        rows.append(
+            ScoreRow(
+                rank=rank,
+                id=sample.id,
+                image=sample.image.as_posix(),
+                mask=";".join(path.as_posix() for path in sample.masks),
+                quality_score=float(quality[position]),
+                suspect=bool(quality[position] < config.threshold),
+                issue_type=issue_type,
+                issue_classes=tuple(index.classes[k] for k in issue_classes),
+                qam_score=float(signals.qam_score[position]),
+                dice_vs_prediction=float(signals.dice[position].mean()),
+                dice_per_class=tuple(float(value) for value in signals.dice[position]),
+                boundary_distance=float(signals.boundary[position].max()),
+                cluster=int(clusters.labels[position]),
+                outlier=bool(clusters.outlier[position]),
+                outlier_score=float(clusters.outlier_score[position]),
+            )
+        )
+    return rows
+
+
+def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:
+    """The rows scores.csv keeps under --suspects-only and --top."""
+    selected = [row for row in rows if row.suspect] if config.suspects_only else rows
+    return selected[: config.top] if config.top is not None else selected
+
+
+def _report_input(data: PreparedData, config: ScanConfig, rows: list[ScoreRow], coords: np.ndarray,
+                  seconds: dict[str, float]):
+    """The report's data, rows in rank order and the 2-D feature map aligned with them."""
+    from .report import ReportInput, SampleRow
+
+    position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
+    row_fields = [name for name in SampleRow.__dataclass_fields__]
+    return ReportInput(
+        dataset_root=str(data.index.root),
+        layout=data.index.layout,
+        classes=data.index.classes,
+        num_samples=len(rows),
+        skipped=tuple((item.path, item.reason) for item in data.index.skipped),
+        settings=_settings(config),
+        stage_seconds=dict(seconds),
+        threshold=config.threshold,
+        rows=tuple(SampleRow(**{name: getattr(row, name) for name in row_fields}) for row in rows),
+        coords=np.asarray([coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2),
+        version=__version__,
+    )
+
+
+def _sample_visuals(data: PreparedData, result: TrainResult, position: int):
+    """Image, given masks and predicted masks of one sample at its original size, for the report."""
+    from .report import SampleVisuals
+
+    image, given = load_original(data.index, data.index.samples[position].id)
+    (_, _, predicted), = predict_samples(data, result.unet, [position])
+    return SampleVisuals(image=image, given=given, predicted=predicted)
+
+
+def _settings(config: ScanConfig) -> dict[str, object]:
+    settings = dataclasses.asdict(config.train)
+    settings.update(threshold=config.threshold, top=config.top, suspects_only=config.suspects_only,
+                    resume=config.resume, mask_suffix=config.mask_suffix)
+    return settings
+
+
+def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, result: TrainResult, clusters,
+                    seconds: dict[str, float]) -> None:
+    import sklearn
+    import torch
+
+    write_json(
+        out_dir / "run.json",
+        {
+            "maskaudit_version": __version__,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "numpy": np.__version__, "scikit-learn": sklearn.__version__},
+            "options": _settings(config) | {"epochs": result.config.epochs},
+            "seed": config.train.seed,
+            "dataset": {
+                "root": str(data.index.root),
+                "layout": data.index.layout,
+                "classes": list(data.index.classes),
+                "num_samples": len(data.index.samples),
+                "skipped": [{"path": item.path, "reason": item.reason} for item in data.index.skipped],
+            },
+            "clustering": {"k": int(clusters.k), "outliers": int(np.sum(clusters.outlier))},
+            "stage_seconds": {name: round(value, 3) for name, value in seconds.items()},
+        },
+    )

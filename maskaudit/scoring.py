@@ -1,0 +1,102 @@
+"""One ``quality_score`` per sample, comparable across the whole dataset (higher = better label).
+
+Each signal is turned into evidence of a bad label (higher = worse) and put on a robust z scale
+(median 0, MAD-based unit) over the dataset, so that no signal's units dominate. The weighted sum
+is the suspicion score that ranks the samples. A two-component Gaussian mixture on that score
+then gives quality_score = P(label belongs to the clean component), so that 0.5 is a natural
+threshold; when the data show no second component (a clean dataset) it falls back to a tail
+probability, so only samples far from the rest drop below 0.5. The weights were chosen by
+benchmarks/run_detection.py on corrupted JSRT copies (docs/BENCHMARKS.md).
+
+Shape key: N samples, K classes, E epochs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+if TYPE_CHECKING:
+    from .signals import Signals
+    from .train import TrainResult
+
+
+@dataclass(frozen=True)
+class ScoreWeights:
+    """Weight of each signal's robust z-score in the suspicion score."""
+
+    disagreement: float = 1.0   # 1 - mean per-class Dice(given mask, segmenter's mask)
+    boundary: float = 0.5       # log(1 + worst class's mean surface distance)
+    late_loss: float = 0.5      # training loss over the last epochs (noisy labels are learned late)
+    qam: float = 0.25           # minus the final QAM score t
+    outlier: float = 0.25       # clustering outlier score
+
+
+LATE_EPOCH_FRACTION = 0.2       # "late" = the last 20 % of epochs (at least one)
+TAIL_Z = 3.0                    # without a second component, suspicion z of 3 maps to quality 0.5
+MIN_FOR_MIXTURE = 20            # fewer samples than this: tail probability only
+BIC_MARGIN = 10.0               # the mixture must beat one Gaussian by this much BIC
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """(N,) values centred on their median and scaled by 1.4826 * MAD (or the std if MAD is 0)."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.nanmedian(values) if np.isfinite(values).any() else 0.0)
+    median = np.median(values)
+    scale = 1.4826 * np.median(np.abs(values - median))
+    if scale <= 1e-12:
+        scale = values.std()
+    return (values - median) / scale if scale > 1e-12 else np.zeros_like(values)
+
+
+def evidence(signals: "Signals", result: "TrainResult", *, outlier_score: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-signal evidence of a bad label, each (N,), higher = worse."""
+    epochs = result.history_loss.shape[0]
+    late = max(1, int(round(epochs * LATE_EPOCH_FRACTION)))
+    return {
+        "disagreement": 1.0 - signals.dice.mean(axis=1),
+        "boundary": np.log1p(signals.boundary.max(axis=1)),
+        "late_loss": np.nanmean(result.history_loss[-late:], axis=0),
+        "qam": -signals.qam_score,
+        "outlier": np.asarray(outlier_score, dtype=np.float64),
+    }
+
+
+def suspicion(evidence_by_signal: dict[str, np.ndarray], weights: ScoreWeights = ScoreWeights()) -> np.ndarray:
+    """(N,) weighted sum of robust z-scores of the evidence (higher = more suspect)."""
+    total = None
+    for name, values in evidence_by_signal.items():
+        weight = getattr(weights, name)
+        if weight == 0 or np.ptp(values) == 0:
+            continue
+        term = weight * robust_z(values)
+        total = term if total is None else total + term
+    count = len(next(iter(evidence_by_signal.values())))
+    return np.zeros(count) if total is None else total / sum(vars(weights).values())
+
+
+def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """(N,) quality in [0, 1], non-increasing in ``score``: P(clean) under a 2-component mixture."""
+    score = np.asarray(score, dtype=np.float64)
+    tail = 1.0 / (1.0 + np.exp(np.clip(robust_z(score) - TAIL_Z, -50, 50)))
+    if len(score) < MIN_FOR_MIXTURE or np.ptp(score) == 0:
+        return tail
+    column = score[:, None]
+    one = GaussianMixture(1, random_state=seed).fit(column)
+    two = GaussianMixture(2, random_state=seed, n_init=3).fit(column)
+    if two.bic(column) > one.bic(column) - BIC_MARGIN:
+        return tail
+    clean = int(np.argmin(two.means_[:, 0]))
+    quality = two.predict_proba(column)[:, clean]
+    # A 1-D mixture with unequal variances is not monotone far out in the tails; make it so.
+    order = np.argsort(score, kind="stable")
+    quality[order] = np.minimum.accumulate(quality[order])
+    return np.clip(quality, 0.0, 1.0)
+
+
+def quality_scores(signals: "Signals", result: "TrainResult", *, outlier_score: np.ndarray,
+                   weights: ScoreWeights = ScoreWeights(), seed: int = 0) -> np.ndarray:
+    """The exported quality_score (N,) in [0, 1] of every sample."""
+    return quality_from_suspicion(suspicion(evidence(signals, result, outlier_score=outlier_score), weights), seed=seed)

@@ -1,0 +1,67 @@
+"""Per-sample evidence about label quality, gathered in one streaming pass of the trained networks.
+
+Shape key: N samples, K classes, F / G feature widths, S working resolution, D shape descriptors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .inference import predicted_masks, run_networks
+from .metrics import boundary_distance, dice_per_class, shape_descriptors
+
+if TYPE_CHECKING:
+    from .prepare import PreparedData
+    from .train import TrainResult
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Everything the scorer and the clusterer look at, one row per sample."""
+
+    dice: np.ndarray            # (N, K) Dice(given mask, segmenter's mask) per class
+    soft_dice: np.ndarray       # (N, K) Dice of the given mask with the segmenter's probabilities
+    boundary: np.ndarray        # (N, K) mean symmetric surface distance, working-resolution px
+    confidence: np.ndarray      # (N,) mean over pixels of |2p - 1| of the segmenter (1 = certain)
+    qam_score: np.ndarray       # (N,) raw QAM score t of the final model
+    qam_features: np.ndarray    # (N, G) pooled QAM penultimate features
+    bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features
+    shape: np.ndarray           # (N, K * D) shape descriptors of the given masks
+
+
+def compute_signals(
+    data: "PreparedData",
+    result: "TrainResult",
+    *,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Signals:
+    """Run the trained networks over every sample once and reduce each batch to per-sample numbers."""
+    num_samples, num_classes = data.masks.shape[:2]
+    multilabel = data.index.multilabel
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in Signals.__dataclass_fields__}
+    bar = tqdm(total=num_samples, desc="score", unit="img", disable=not progress)
+    for out in run_networks(
+        data.images, data.masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
+    ):
+        given = np.asarray(data.masks[out.start : out.start + len(out.probabilities)], dtype=bool)
+        predicted = predicted_masks(out.probabilities, multilabel=multilabel)
+        probabilities = out.probabilities
+        parts["dice"].append(dice_per_class(predicted, given))
+        intersection = (probabilities * given).sum(axis=(2, 3))
+        total = probabilities.sum(axis=(2, 3)) + given.sum(axis=(2, 3))
+        parts["soft_dice"].append(np.where(total > 0, 2 * intersection / np.maximum(total, 1e-6), 1.0))
+        parts["boundary"].append(np.stack([boundary_distance(p, g) for p, g in zip(predicted, given)]))
+        parts["confidence"].append(np.abs(2 * probabilities - 1).mean(axis=(1, 2, 3)))
+        parts["qam_score"].append(out.qam_score)
+        parts["qam_features"].append(out.qam_features)
+        parts["bottleneck"].append(out.bottleneck)
+        parts["shape"].append(np.stack([shape_descriptors(g) for g in given]))
+        bar.update(len(given))
+    bar.close()
+    return Signals(**{name: np.concatenate(values).astype(np.float32) for name, values in parts.items()})

@@ -1,0 +1,287 @@
+"""Joint training of the U-Net and the Quality Awareness Module on one re-weighted loss.
+
+Loss = sum_i w_i * L_i with w = softmax(lam * tanh(t)) over each mini-batch (paper Eq. 1, 2).
+Shape key: N samples, B batch, C image channels, K classes, S working resolution, E epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import CheckpointError, TrainingError
+from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
+
+if TYPE_CHECKING:
+    from .prepare import PreparedData
+
+CHECKPOINT_NAME = "model.pt"
+# Fields that must match for --resume to continue a run rather than start a different one.
+_RESUME_KEYS = ("mode", "lam", "size", "width", "qam_width", "batch_size", "seed", "flips", "augment")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of one training run; defaults are tuned for a 2-core CPU (see docs/BENCHMARKS.md)."""
+
+    mode: str = "qam-ocm"        # "qam-ocm", "qam" or "baseline" (uniform weights, no QAM)
+    lam: float = 2.0             # OCM bound: scores live in (-lam, lam)
+    size: int = 128              # working resolution S (pixels, divisible by 8)
+    width: int = 16              # U-Net width of the first level
+    qam_width: int = 8           # QAM width of the first stage
+    batch_size: int = 16         # the QAM softmax runs over this many samples (>= 8)
+    lr: float = 1e-3             # Adam learning rate of both networks
+    epochs: int | None = None    # None: chosen from the dataset size by default_epochs()
+    seed: int = 0
+    device: str = "cpu"          # resolved device name, "cpu" or "cuda[:i]"
+    augment: bool = True         # random affine + intensity jitter, identical on image and mask
+    flips: bool = False          # left-right flips (off: left and right matter in X-rays)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.batch_size < 8:
+            raise ValueError(f"batch_size must be at least 8 for the batch softmax, got {self.batch_size}")
+        if self.size % 8:
+            raise ValueError(f"size must be divisible by 8, got {self.size}")
+
+
+def default_epochs(num_samples: int) -> int:
+    """Epochs for a dataset of ``num_samples``: about 8,000 sample visits, 3 to 40 epochs."""
+    return int(np.clip(math.ceil(8000 / max(num_samples, 1)), 3, 40))
+
+
+@dataclass
+class TrainResult:
+    """Trained networks (eval mode, on CPU) and per-sample histories, all (E, N) unless noted."""
+
+    unet: UNet
+    qam: QualityAwarenessModule | None
+    config: TrainConfig
+    history_loss: np.ndarray     # per-sample loss L_i seen in training
+    history_t: np.ndarray        # raw QAM score t_i (0 in baseline mode)
+    history_weight: np.ndarray   # batch weight w_i times the batch size (1 = an average sample)
+    history_dice: np.ndarray     # (E, N, K) soft Dice of the training prediction against the given mask
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``auto``, ``cpu`` or ``cuda[:i]`` into a device; ``auto`` picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but PyTorch sees no CUDA device; use --device cpu")
+    return device
+
+
+def per_sample_loss(
+    logits: torch.Tensor, masks: torch.Tensor, *, multilabel: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy plus soft Dice for each sample, and the per-class soft Dice.
+
+    logits: (B, K, H, W) for multi-label (one sigmoid per class) or (B, K + 1, H, W) with
+    background first for exclusive classes (softmax). masks: (B, K, H, W) float {0, 1}.
+    Returns loss (B,) and dice (B, K).
+    """
+    if multilabel:
+        cross_entropy = F.binary_cross_entropy_with_logits(logits, masks, reduction="none").mean(dim=(1, 2, 3))
+        probabilities = torch.sigmoid(logits)
+    else:
+        background = 1.0 - masks.amax(dim=1, keepdim=True)
+        target = torch.cat([background, masks], dim=1).argmax(dim=1)
+        cross_entropy = F.cross_entropy(logits, target, reduction="none").mean(dim=(1, 2))
+        probabilities = torch.softmax(logits, dim=1)[:, 1:]
+    intersection = (probabilities * masks).sum(dim=(2, 3))
+    dice = (2 * intersection + 1.0) / (probabilities.sum(dim=(2, 3)) + masks.sum(dim=(2, 3)) + 1.0)
+    return cross_entropy + (1.0 - dice.mean(dim=1)), dice
+
+
+def augment_batch(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, *, flips: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random affine warp (rotation +-10 deg, scale 0.9-1.1, shift +-6 %) on image and mask,
+    then brightness, contrast and gamma jitter on the image only. Shapes are kept: (B, C|K, S, S)."""
+    batch = images.shape[0]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(batch, generator=generator)
+
+    angle = uniform(-10, 10) * math.pi / 180
+    scale = uniform(0.9, 1.1)
+    mirror = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0) if flips else torch.ones(batch)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [
+            torch.stack([cos * mirror, -sin, uniform(-0.12, 0.12)], dim=1),
+            torch.stack([sin * mirror, cos, uniform(-0.12, 0.12)], dim=1),
+        ],
+        dim=1,
+    ).to(images.device)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    masks = (F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
+    gamma = uniform(0.8, 1.25).to(images.device).view(-1, 1, 1, 1)
+    contrast = uniform(0.85, 1.15).to(images.device).view(-1, 1, 1, 1)
+    brightness = uniform(-0.08, 0.08).to(images.device).view(-1, 1, 1, 1)
+    images = ((images.clamp(0, 1) ** gamma - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
+    return images, masks
+
+
+def build_models(
+    image_channels: int, num_classes: int, *, multilabel: bool, config: TrainConfig
+) -> tuple[UNet, QualityAwarenessModule | None]:
+    """Fresh networks for ``config``, initialised from ``config.seed``. No QAM in baseline mode."""
+    torch.manual_seed(config.seed)
+    unet = UNet(image_channels, num_classes if multilabel else num_classes + 1, width=config.width)
+    qam = None if config.mode == "baseline" else QualityAwarenessModule(image_channels, num_classes, width=config.qam_width)
+    return unet, qam
+
+
+def epoch_batches(num_samples: int, batch_size: int, *, seed: int, epoch: int) -> list[np.ndarray]:
+    """A shuffled split of range(N) into ceil(N / B) batches of nearly equal size (none tiny)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return np.array_split(order, max(1, math.ceil(num_samples / batch_size)))
+
+
+def train(
+    data: "PreparedData",
+    config: TrainConfig,
+    *,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train the U-Net and the QAM jointly on ``data``, checkpointing to ``out_dir/model.pt`` each epoch.
+
+    With ``resume`` the run continues from that checkpoint, which must come from the same options.
+    Raises TrainingError when the loss stops being finite, CheckpointError for a bad checkpoint.
+    """
+    import time
+
+    started = time.perf_counter()
+    device = torch.device(config.device)
+    num_samples, image_channels = data.images.shape[:2]
+    num_classes = data.masks.shape[1]
+    multilabel = data.index.multilabel
+    epochs = config.epochs or default_epochs(num_samples)
+    unet, qam = build_models(image_channels, num_classes, multilabel=multilabel, config=config)
+    unet.to(device)
+    parameters = list(unet.parameters())
+    if qam is not None:
+        qam.to(device)
+        parameters += list(qam.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    history = {
+        "loss": np.full((epochs, num_samples), np.nan, np.float32),
+        "t": np.zeros((epochs, num_samples), np.float32),
+        "weight": np.ones((epochs, num_samples), np.float32),
+        "dice": np.full((epochs, num_samples, num_classes), np.nan, np.float32),
+    }
+    checkpoint_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    first_epoch = 0
+    if resume:
+        first_epoch = _restore(checkpoint_path, config, unet, qam, optimizer, history)
+
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not progress, initial=first_epoch, total=epochs)
+    for epoch in bar:
+        unet.train()
+        if qam is not None:
+            qam.train()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        losses, low_quarter_shares = [], []
+        for batch in epoch_batches(num_samples, config.batch_size, seed=config.seed, epoch=epoch):
+            rows = np.sort(batch)
+            images = torch.from_numpy(np.asarray(data.images[rows], dtype=np.float32) / 255.0).to(device)
+            masks = torch.from_numpy(np.asarray(data.masks[rows], dtype=np.float32)).to(device)
+            if config.augment:
+                images, masks = augment_batch(images, masks, generator, flips=config.flips)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits, _ = unet(images)
+                t = qam(images, masks)[0] if qam is not None else torch.zeros(len(rows), device=device)
+            loss_i, dice_i = per_sample_loss(logits.float(), masks, multilabel=multilabel)
+            weights = ocm_weights(t.float(), mode=config.mode, lam=config.lam)
+            loss = (weights * loss_i).sum()
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the training loss became {loss.item()} at epoch {epoch + 1}; "
+                    "check the images for NaN/inf values or lower --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+            history["loss"][epoch, rows] = loss_i.detach().cpu().numpy()
+            history["t"][epoch, rows] = t.detach().float().cpu().numpy()
+            history["weight"][epoch, rows] = weights.detach().cpu().numpy() * len(rows)
+            history["dice"][epoch, rows] = dice_i.detach().cpu().numpy()
+            losses.append(loss.item())
+            low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", low_q_weight=f"{np.mean(low_quarter_shares):.2f}")
+        if checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path,
+                unet=unet,
+                qam=qam,
+                optimizer=optimizer,
+                config=dataclasses.asdict(config),
+                classes=list(data.index.classes),
+                multilabel=multilabel,
+                image_channels=image_channels,
+                epoch=epoch + 1,
+                histories=history,
+            )
+    unet.eval().cpu()
+    if qam is not None:
+        qam.eval().cpu()
+    return TrainResult(
+        unet=unet,
+        qam=qam,
+        config=dataclasses.replace(config, epochs=epochs),
+        history_loss=history["loss"],
+        history_t=history["t"],
+        history_weight=history["weight"],
+        history_dice=history["dice"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _low_quarter_share(t: torch.Tensor, weights: torch.Tensor) -> float:
+    """Total weight given to the lowest-scored quarter of a batch (0.25 means no down-weighting)."""
+    quarter = max(1, len(t) // 4)
+    return float(weights[torch.argsort(t)[:quarter]].sum())
+
+
+def _restore(checkpoint_path, config, unet, qam, optimizer, history) -> int:
+    """Load a checkpoint into the networks and histories; return the number of finished epochs."""
+    if checkpoint_path is None or not checkpoint_path.exists():
+        raise CheckpointError(f"--resume was given but there is no checkpoint at {checkpoint_path}")
+    state = load_checkpoint(checkpoint_path)
+    saved = state["config"]
+    changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(config, key)]
+    if changed:
+        raise CheckpointError(
+            f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "
+            "rerun with the same options or without --resume"
+        )
+    unet.load_state_dict(state["unet"])
+    if qam is not None:
+        qam.load_state_dict(state["qam"])
+    optimizer.load_state_dict(state["optimizer"])
+    finished = int(state["epoch"])
+    for key, values in state["histories"].items():
+        saved_epochs = min(finished, history[key].shape[0])
+        history[key][:saved_epochs] = values[:saved_epochs].numpy()
+    return finished

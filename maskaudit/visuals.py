@@ -1,0 +1,58 @@
+"""The segmenter's masks for a few chosen samples, at working and at original resolution.
+
+Used for suggested corrections and the report, so only the samples shown are ever predicted
+at full size. Shape key: K classes, S working resolution, H x W an image's original size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .inference import class_probabilities, predicted_masks
+from .models import UNet
+
+if TYPE_CHECKING:
+    from .prepare import PreparedData
+
+
+@torch.no_grad()
+def predict_samples(
+    data: "PreparedData",
+    unet: UNet,
+    positions: Sequence[int],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    description: str = "predict",
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(position, working (K, S, S) bool, original (K, H, W) bool)`` for each position.
+
+    The original-size mask comes from bilinear upsampling of the probabilities, then thresholding,
+    so its boundary is smooth rather than blocky.
+    """
+    unet = unet.eval()
+    multilabel = data.index.multilabel
+    bar = tqdm(total=len(positions), desc=description, unit="img", disable=not progress)
+    for start in range(0, len(positions), batch_size):
+        chunk = list(positions[start : start + batch_size])
+        images = torch.from_numpy(np.asarray(data.images[sorted(chunk)], dtype=np.float32) / 255.0)
+        order = {position: row for row, position in enumerate(sorted(chunk))}
+        logits, _ = unet(images)
+        probabilities = class_probabilities(logits.float(), multilabel=multilabel)
+        for position in chunk:
+            row = probabilities[order[position] : order[position] + 1]
+            height, width = (int(value) for value in data.original_sizes[position])
+            upsampled = F.interpolate(row, size=(height, width), mode="bilinear", align_corners=False)[0].numpy()
+            yield (
+                position,
+                predicted_masks(row[0].numpy(), multilabel=multilabel),
+                predicted_masks(upsampled, multilabel=multilabel),
+            )
+            bar.update(1)
+    bar.close()
