@@ -15,6 +15,7 @@ from .clustering import cluster_features
 from .dataset import find_dataset
 from .diagnosis import diagnose
 from .errors import OutputDirError
+from .atomic import atomic_path
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
 from .prepare import PreparedData, load_original, prepare
 from .scoring import quality_scores
@@ -86,10 +87,11 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
 
     features = np.concatenate([signals.qam_features, signals.bottleneck, signals.shape], axis=1)
     clusters = cluster_features(features, seed=config.train.seed)
-    quality = quality_scores(signals, result, outlier_score=clusters.outlier_score)
+    scores = quality_scores(signals, result, outlier_score=clusters.outlier_score, seed=config.train.seed)
+    _write_features(out_dir / "features.npz", data, signals, clusters, scores)
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    rows = _rank_and_diagnose(data, result, signals, clusters, quality, config, out_dir, progress=progress)
+    rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress)
     selected = _select_rows(rows, config)
     write_scores_csv(out_dir / "scores.csv", selected)
     seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -110,10 +112,11 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
 
-def _rank_and_diagnose(data, result, signals, clusters, quality, config, out_dir, *, progress) -> list[ScoreRow]:
+def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, *, progress) -> list[ScoreRow]:
     """One ScoreRow per sample, most suspect first; suspects get a diagnosis and a suggested mask."""
     index = data.index
-    order = sorted(range(len(quality)), key=lambda i: (quality[i], index.samples[i].id))
+    quality, suspicion = scores.quality, scores.suspicion
+    order = sorted(range(len(quality)), key=lambda i: (-suspicion[i], index.samples[i].id))
     suspects = [i for i in order if quality[i] < config.threshold]
     diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}
     for position, working, original in predict_samples(data, result.unet, suspects, progress=progress,
@@ -147,6 +150,28 @@ def _rank_and_diagnose(data, result, signals, clusters, quality, config, out_dir
             )
         )
     return rows
+
+
+def _write_features(path: Path, data: PreparedData, signals, clusters, scores) -> None:
+    """Save per-sample features, the 2-D map, clusters and every scoring signal, rows in dataset order."""
+    arrays = {
+        "ids": np.asarray([sample.id for sample in data.index.samples]),
+        "qam_features": signals.qam_features,
+        "bottleneck_features": signals.bottleneck,
+        "shape_features": signals.shape,
+        "coords": clusters.coords,
+        "cluster": clusters.labels,
+        "outlier": clusters.outlier,
+        "dice_per_class": signals.dice,
+        "boundary_per_class": signals.boundary,
+        "qam_score": signals.qam_score,
+        "suspicion": scores.suspicion,
+        "quality_score": scores.quality,
+    }
+    arrays.update({f"evidence_{name}": values for name, values in scores.evidence.items()})
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
 
 
 def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:

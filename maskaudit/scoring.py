@@ -39,6 +39,7 @@ LATE_EPOCH_FRACTION = 0.2       # "late" = the last 20 % of epochs (at least one
 TAIL_Z = 3.0                    # without a second component, suspicion z of 3 maps to quality 0.5
 MIN_FOR_MIXTURE = 20            # fewer samples than this: tail probability only
 BIC_MARGIN = 10.0               # the mixture must beat one Gaussian by this much BIC
+RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -89,14 +90,27 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     if two.bic(column) > one.bic(column) - BIC_MARGIN:
         return tail
     clean = int(np.argmin(two.means_[:, 0]))
-    quality = two.predict_proba(column)[:, clean]
+    posterior = two.predict_proba(column)[:, clean]
     # A 1-D mixture with unequal variances is not monotone far out in the tails; make it so.
     order = np.argsort(score, kind="stable")
-    quality[order] = np.minimum.accumulate(quality[order])
-    return np.clip(quality, 0.0, 1.0)
+    posterior[order] = np.minimum.accumulate(posterior[order])
+    # Posteriors saturate at 0 and 1; a small share of the rank keeps every sample's score distinct.
+    rank_share = 1.0 - (np.argsort(order, kind="stable") + 0.5) / len(score)
+    return np.clip((1 - RANK_SHARE) * posterior + RANK_SHARE * rank_share, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The scorer's output, one value per sample."""
+
+    quality: np.ndarray                  # (N,) exported quality_score in [0, 1], higher = better label
+    suspicion: np.ndarray                # (N,) weighted robust-z sum that orders the ranking
+    evidence: dict[str, np.ndarray]      # per-signal evidence, each (N,), higher = worse
 
 
 def quality_scores(signals: "Signals", result: "TrainResult", *, outlier_score: np.ndarray,
-                   weights: ScoreWeights = ScoreWeights(), seed: int = 0) -> np.ndarray:
-    """The exported quality_score (N,) in [0, 1] of every sample."""
-    return quality_from_suspicion(suspicion(evidence(signals, result, outlier_score=outlier_score), weights), seed=seed)
+                   weights: ScoreWeights = ScoreWeights(), seed: int = 0) -> Scores:
+    """Score every sample: evidence per signal, their weighted suspicion, and quality_score."""
+    evidence_by_signal = evidence(signals, result, outlier_score=outlier_score)
+    score = suspicion(evidence_by_signal, weights)
+    return Scores(quality=quality_from_suspicion(score, seed=seed), suspicion=score, evidence=evidence_by_signal)

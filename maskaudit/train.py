@@ -45,6 +45,7 @@ class TrainConfig:
     device: str = "cpu"          # resolved device name, "cpu" or "cuda[:i]"
     augment: bool = True         # random affine + intensity jitter, identical on image and mask
     flips: bool = False          # left-right flips (off: left and right matter in X-rays)
+    precision: str = "auto"      # "auto" (bf16 on CPUs with native bf16, fp16 on CUDA), "fp32", "bf16"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -53,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 8 for the batch softmax, got {self.batch_size}")
         if self.size % 8:
             raise ValueError(f"size must be divisible by 8, got {self.size}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
 def default_epochs(num_samples: int) -> int:
@@ -82,6 +85,32 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda was asked for but PyTorch sees no CUDA device; use --device cpu")
     return device
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for training on ``device``, or None for plain fp32.
+
+    ``auto`` means fp16 on CUDA and bf16 on CPUs that compute it natively (AVX512-BF16 or AMX),
+    where it is about 1.7x faster at equal detection quality (docs/BENCHMARKS.md).
+    """
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    capability = torch.backends.cpu.get_cpu_capability()
+    native = "AMX" in capability or (capability == "AVX512" and _cpu_flag("avx512_bf16"))
+    return torch.bfloat16 if native else None
+
+
+def _cpu_flag(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists ``flag`` (False where there is no /proc)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            return any(flag in line.split() for line in handle if line.startswith("flags"))
+    except OSError:
+        return False
 
 
 def per_sample_loss(
@@ -192,8 +221,12 @@ def train(
     if resume:
         first_epoch = _restore(checkpoint_path, config, unet, qam, optimizer, history)
 
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(device, config.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    unet.to(memory_format=memory_format)
+    if qam is not None:
+        qam.to(memory_format=memory_format)
     bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not progress, initial=first_epoch, total=epochs)
     for epoch in bar:
         unet.train()
@@ -207,7 +240,9 @@ def train(
             masks = torch.from_numpy(np.asarray(data.masks[rows], dtype=np.float32)).to(device)
             if config.augment:
                 images, masks = augment_batch(images, masks, generator, flips=config.flips)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            images = images.contiguous(memory_format=memory_format)
+            masks = masks.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits, _ = unet(images)
                 t = qam(images, masks)[0] if qam is not None else torch.zeros(len(rows), device=device)
             loss_i, dice_i = per_sample_loss(logits.float(), masks, multilabel=multilabel)
@@ -243,9 +278,9 @@ def train(
                 epoch=epoch + 1,
                 histories=history,
             )
-    unet.eval().cpu()
+    unet.eval().cpu().to(memory_format=torch.contiguous_format)
     if qam is not None:
-        qam.eval().cpu()
+        qam.eval().cpu().to(memory_format=torch.contiguous_format)
     return TrainResult(
         unet=unet,
         qam=qam,
@@ -267,21 +302,37 @@ def _low_quarter_share(t: torch.Tensor, weights: torch.Tensor) -> float:
 def _restore(checkpoint_path, config, unet, qam, optimizer, history) -> int:
     """Load a checkpoint into the networks and histories; return the number of finished epochs."""
     if checkpoint_path is None or not checkpoint_path.exists():
-        raise CheckpointError(f"--resume was given but there is no checkpoint at {checkpoint_path}")
-    state = load_checkpoint(checkpoint_path)
-    saved = state["config"]
-    changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(config, key)]
-    if changed:
         raise CheckpointError(
-            f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "
-            "rerun with the same options or without --resume"
+            f"--resume was given but there is no checkpoint at {checkpoint_path}; "
+            "run the same command without --resume to start from scratch"
         )
-    unet.load_state_dict(state["unet"])
-    if qam is not None:
-        qam.load_state_dict(state["qam"])
-    optimizer.load_state_dict(state["optimizer"])
-    finished = int(state["epoch"])
-    for key, values in state["histories"].items():
-        saved_epochs = min(finished, history[key].shape[0])
-        history[key][:saved_epochs] = values[:saved_epochs].numpy()
+    state = load_checkpoint(checkpoint_path)
+    try:
+        saved = state["config"]
+        changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(config, key)]
+        if changed:
+            raise CheckpointError(
+                f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "
+                "rerun with the same options or without --resume"
+            )
+        num_samples, num_classes = history["loss"].shape[1], history["dice"].shape[2]
+        saved_samples = state["histories"]["loss"].shape[1]
+        if len(state["classes"]) != num_classes or saved_samples != num_samples:
+            raise CheckpointError(
+                f"{checkpoint_path} was trained on {saved_samples} samples of {len(state['classes'])} classes, "
+                f"the dataset now has {num_samples} of {num_classes}; rerun without --resume"
+            )
+        unet.load_state_dict(state["unet"])
+        if qam is not None:
+            qam.load_state_dict(state["qam"])
+        optimizer.load_state_dict(state["optimizer"])
+        finished = int(state["epoch"])
+        for key, values in state["histories"].items():
+            saved_epochs = min(finished, history[key].shape[0])
+            history[key][:saved_epochs] = values[:saved_epochs].numpy()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{checkpoint_path} does not fit this run ({first_line}); rerun without --resume"
+        ) from error
     return finished

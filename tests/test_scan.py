@@ -1,0 +1,116 @@
+"""`maskaudit scan` end to end on a small generated dataset with known bad masks."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from maskaudit.cli import main
+from maskaudit.diagnosis import ISSUE_TYPES
+from maskaudit.export import SCORE_COLUMNS, read_scores_csv
+
+SCAN_OPTIONS = ["--size", "64", "--epochs", "40", "--seed", "0", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, example_module):
+    """A 40-sample example dataset (10 bad masks) and the output of one scan of it."""
+    root = tmp_path_factory.mktemp("scan")
+    dataset = example_module.make_example(root / "data", n=40, bad_fraction=0.25, seed=3)
+    out = root / "out"
+    result = CliRunner().invoke(main, ["scan", str(dataset), "--out", str(out), *SCAN_OPTIONS])
+    assert result.exit_code == 0, result.output
+    truth = {row["id"]: int(row["corrupted"]) for row in csv.DictReader(open(dataset / "truth.csv"))}
+    return dataset, out, truth, result.output
+
+
+def test_scan_ranks_planted_bad_masks_first(scanned):
+    _, out, truth, _ = scanned
+    rows = read_scores_csv(out / "scores.csv")
+    is_bad = [truth[row["id"]] for row in rows]
+    quality = [float(row["quality_score"]) for row in rows]
+    assert sum(is_bad) == 10
+    assert roc_auc_score(is_bad, [-q for q in quality]) > 0.9
+    assert sum(is_bad[:10]) >= 7  # most of the top ten are the planted ones
+
+
+def test_scores_csv_is_complete_and_ordered(scanned):
+    dataset, out, truth, _ = scanned
+    rows = read_scores_csv(out / "scores.csv")
+    assert tuple(rows[0].keys()) == SCORE_COLUMNS
+    assert sorted(row["id"] for row in rows) == sorted(truth)
+    assert [int(row["rank"]) for row in rows] == list(range(1, len(rows) + 1))
+    quality = [float(row["quality_score"]) for row in rows]
+    assert all(0.0 <= q <= 1.0 for q in quality)
+    assert quality == sorted(quality)
+    for row in rows:
+        assert (dataset / row["image"]).is_file()
+        assert all((dataset / path).is_file() for path in row["mask"].split(";"))
+        assert row["issue_type"] in ISSUE_TYPES
+        assert (row["issue_type"] == "ok") == (row["suspect"] == "0")
+        assert 0.0 <= float(row["dice_vs_prediction"]) <= 1.0
+        assert len(row["dice_per_class"].split(";")) == 3
+
+
+def test_suspects_get_suggested_masks_in_the_dataset_layout(scanned):
+    _, out, _, _ = scanned
+    suspects = [row for row in read_scores_csv(out / "scores.csv") if row["suspect"] == "1"]
+    assert suspects
+    for row in suspects:
+        for name in ("left_lung", "right_lung", "heart"):
+            mask = np.asarray(Image.open(out / "suggested" / "masks" / name / f"{row['id']}.png"))
+            assert mask.shape == (128, 128)  # the original size, not the working size
+            assert set(np.unique(mask)) <= {0, 255}
+
+
+def test_run_json_and_report_are_written(scanned):
+    dataset, out, _, output = scanned
+    run = json.loads((out / "run.json").read_text())
+    assert run["dataset"]["num_samples"] == 40
+    assert run["options"]["epochs"] == 40 and run["seed"] == 0
+    assert set(run["stage_seconds"]) >= {"load", "train", "score", "cluster", "export", "report"}
+    assert (out / "report.html").is_file()
+    assert str(out / "scores.csv") in output
+
+
+def test_top_and_suspects_only_filter_the_csv(scanned, tmp_path):
+    dataset, out, _, _ = scanned
+    full = read_scores_csv(out / "scores.csv")
+    # --resume reuses the finished checkpoint, so only scoring and export run again.
+    runner = CliRunner()
+    result = runner.invoke(main, ["scan", str(dataset), "--out", str(out), *SCAN_OPTIONS, "--resume",
+                                  "--top", "5", "--no-report"])
+    assert result.exit_code == 0, result.output
+    top = read_scores_csv(out / "scores.csv")
+    assert [row["id"] for row in top] == [row["id"] for row in full[:5]]
+    result = runner.invoke(main, ["scan", str(dataset), "--out", str(out), *SCAN_OPTIONS, "--resume",
+                                  "--suspects-only", "--no-report"])
+    assert result.exit_code == 0, result.output
+    suspects = read_scores_csv(out / "scores.csv")
+    assert [row["id"] for row in suspects] == [row["id"] for row in full if row["suspect"] == "1"]
+
+
+def test_layout_a_scan_writes_label_index_suggestions(make_layout_a, tmp_path):
+    dataset = make_layout_a(12, num_classes=2, size=(32, 32))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["scan", str(dataset), "--out", str(out), "--size", "32", "--epochs", "2",
+                                       "--batch-size", "8", "--threshold", "1.0", "--quiet", "--no-report"])
+    assert result.exit_code == 0, result.output
+    rows = read_scores_csv(out / "scores.csv")
+    assert len(rows) == 12 and all(row["suspect"] == "1" for row in rows)
+    labels = np.asarray(Image.open(out / "suggested" / "masks" / f"{rows[0]['id']}.png"))
+    assert labels.shape == (32, 32) and labels.max() <= 2
+
+
+def test_scan_of_a_missing_directory_is_one_line_and_non_zero(tmp_path):
+    result = CliRunner().invoke(main, ["scan", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 3

@@ -1,0 +1,60 @@
+"""quality_score: robust combination of signals and its mapping to [0, 1]."""
+
+import numpy as np
+import pytest
+
+from maskaudit.scoring import ScoreWeights, quality_from_suspicion, robust_z, suspicion
+
+
+def test_robust_z_ignores_a_single_extreme_value():
+    values = np.array([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 100.0])
+    z = robust_z(values)
+    assert abs(np.median(z)) < 1e-9
+    assert z[-1] > 50  # the outlier is far out instead of inflating the scale
+    assert np.all(np.abs(z[:-1]) < 2)
+
+
+def test_robust_z_of_constant_values_is_zero():
+    assert np.array_equal(robust_z(np.full(5, 3.0)), np.zeros(5))
+
+
+def test_suspicion_is_scale_free_and_weighted():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=50)
+    evidence = {"disagreement": base, "boundary": 1000 * base, "late_loss": np.zeros(50),
+                "qam": np.zeros(50), "outlier": np.zeros(50)}
+    score = suspicion(evidence, ScoreWeights(disagreement=1, boundary=1, late_loss=0, qam=0, outlier=0))
+    assert np.allclose(score, robust_z(base))  # both signals agree; units do not matter
+
+
+def test_two_populations_split_at_the_natural_threshold():
+    rng = np.random.default_rng(1)
+    clean = rng.normal(0.0, 1.0, size=120)
+    bad = rng.normal(8.0, 1.5, size=40)
+    score = np.concatenate([clean, bad])
+    quality = quality_from_suspicion(score)
+    assert quality.min() >= 0 and quality.max() <= 1
+    flagged = quality < 0.5
+    assert flagged[120:].mean() > 0.95
+    assert flagged[:120].mean() < 0.03
+
+
+def test_quality_is_strictly_decreasing_in_suspicion():
+    rng = np.random.default_rng(2)
+    score = np.concatenate([rng.normal(0, 1, 80), rng.normal(10, 1, 30)])
+    quality = quality_from_suspicion(score)
+    order = np.argsort(score)
+    assert np.all(np.diff(quality[order]) < 0)  # no ties, so the ranking survives in the CSV
+
+
+def test_a_clean_dataset_flags_only_far_tail_samples():
+    score = np.random.default_rng(3).normal(size=200)
+    quality = quality_from_suspicion(score)
+    assert (quality < 0.5).sum() <= 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_tiny_datasets_get_scores_in_range(n):
+    quality = quality_from_suspicion(np.arange(n, dtype=float))
+    assert quality.shape == (n,)
+    assert np.all((quality >= 0) & (quality <= 1))
