@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
               help="A sample is a suspect when its quality_score is below this.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Write only the N most suspect rows to scores.csv.")
 @click.option("--suspects-only", is_flag=True, help="Write only the suspect rows to scores.csv.")
-@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier run in --out: its results, suggested/ and model.pt are deleted first.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -99,11 +101,13 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: 
     except MaskauditError as error:
         _fail(error)
     except KeyboardInterrupt:
-        click.echo(
-            f"maskaudit: interrupted. The last finished epoch is saved in {out_dir / 'model.pt'}; "
-            f"continue with: maskaudit scan {dataset} --out {out_dir} --resume",
-            err=True,
-        )
+        checkpoint = out_dir / "model.pt"
+        if checkpoint.is_file():
+            message = (f"maskaudit: interrupted. The last finished epoch is saved in {checkpoint}; "
+                       f"continue with: {_resume_command(click.get_current_context())}")
+        else:
+            message = "maskaudit: interrupted before the first epoch finished; run the same command to start again"
+        click.echo(message, err=True)
         sys.exit(130)
     suspects = sum(row.suspect for row in result.rows)
     click.echo(f"{len(result.rows)} samples scored, {suspects} suspects.")
@@ -112,6 +116,27 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: 
         click.echo(f"report:  {out_dir / 'report.html'}")
     if suspects:
         click.echo(f"suggested corrections: {out_dir / 'suggested'}")
+
+
+def _resume_command(ctx: click.Context) -> str:
+    """The user's scan command line with --resume: the options given on it, in a shell-safe form."""
+    words = ["maskaudit", "scan"]
+    for param in ctx.command.params:
+        if param.name in ("overwrite", "resume") or ctx.get_parameter_source(param.name) is not (
+            click.core.ParameterSource.COMMANDLINE
+        ):
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            if param.secondary_opts:  # --flips/--no-flips
+                words.append(max(param.opts if value else param.secondary_opts, key=len))
+            elif value:
+                words.append(max(param.opts, key=len))
+        else:
+            words += [max(param.opts, key=len), str(value)]
+    return shlex.join([*words, "--resume"])
 
 
 @main.command()

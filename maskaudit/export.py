@@ -77,7 +77,7 @@ class ScoreRow:
 def write_scores_csv(path: Path, rows: list[ScoreRow]) -> None:
     """Write ``rows`` (already sorted by rank) to ``path`` as UTF-8 CSV with a header line."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; also makes csv quote a bare \r in an id
     writer.writerow(SCORE_COLUMNS)
     for row in rows:
         writer.writerow(row.as_csv_fields())

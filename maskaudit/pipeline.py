@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from . import __version__
 from .clustering import cluster_features
 from .dataset import find_dataset
 from .diagnosis import diagnose
-from .errors import OutputDirError
+from .errors import OutputDirError, TrainingError
 from .atomic import atomic_path
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
 from .prepare import PreparedData, load_original, prepare
@@ -25,6 +26,9 @@ from .visuals import predict_samples
 
 # Files whose presence means the directory already holds a run's results.
 RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
+# Everything a scan writes to --out except the checkpoint and the (self-validating) cache/.
+# --overwrite and --resume delete these first, so that a new run never mixes with an old one.
+DERIVED_OUTPUTS = ("scores.csv", "run.json", "report.html", "features.npz", "suggested", "assets")
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,44 @@ def check_output_dir(out_dir: Path, dataset_root: Path, *, overwrite: bool, resu
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputDirError(f"--out {out_dir} exists and is not a directory")
+    if overwrite and resume:
+        raise OutputDirError("--overwrite starts a new run and --resume continues the old one: pass only one")
     existing = [name for name in RESULT_FILES if (out_dir / name).exists()]
     if existing and not (overwrite or resume):
         raise OutputDirError(
             f"{out_dir} already holds a run ({', '.join(existing)}); "
             "pass --resume to continue it, --overwrite to replace it, or choose another --out"
+        )
+
+
+def _clear_previous_run(out_dir: Path, *, keep_checkpoint: bool) -> None:
+    """Delete stale temporary files and, if ``out_dir`` holds a run, that run's outputs.
+
+    Only maskaudit's own names are touched; symlinks are removed, never followed.
+    """
+    names = (*DERIVED_OUTPUTS, CHECKPOINT_NAME)
+    for name in names:
+        for stale in out_dir.glob(f".{name}.*.tmp"):  # left by a process killed while writing
+            stale.unlink()
+    if not any((out_dir / name).exists() for name in RESULT_FILES):
+        return
+    for name in names:
+        path = out_dir / name
+        if name == CHECKPOINT_NAME and keep_checkpoint:
+            continue
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
+def _require_finite(what: str, arrays: dict[str, np.ndarray]) -> None:
+    """Stop with a TrainingError instead of writing scores computed from NaN or inf values."""
+    bad = [name for name, values in arrays.items() if not np.isfinite(values).all()]
+    if bad:
+        raise TrainingError(
+            f"the trained model gave non-finite {what} ({', '.join(bad)}), so no scores were written; "
+            "check the images, lower --lr or change --seed, and run again with --overwrite"
         )
 
 
@@ -77,17 +114,23 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     check_output_dir(out_dir, index.root, overwrite=config.overwrite, resume=config.resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = prepare(index, size=config.train.size, cache_dir=out_dir / "cache", progress=progress)
+    if not config.resume:  # (check_output_dir let a run through only under --overwrite)
+        _clear_previous_run(out_dir, keep_checkpoint=False)
     seconds["load"], clock = time.perf_counter() - clock, time.perf_counter()
 
     result = train(data, config.train, out_dir=out_dir, resume=config.resume, progress=progress)
+    if config.resume:  # the checkpoint fitted: drop what was derived from it before
+        _clear_previous_run(out_dir, keep_checkpoint=True)
     seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
 
     signals = compute_signals(data, result, device=config.train.device, progress=progress)
+    _require_finite("outputs", vars(signals))
     seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
 
     features = np.concatenate([signals.qam_features, signals.bottleneck, signals.shape], axis=1)
     clusters = cluster_features(features, seed=config.train.seed)
     scores = quality_scores(signals, result, outlier_score=clusters.outlier_score, seed=config.train.seed)
+    _require_finite("scores", {"quality_score": scores.quality})
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
@@ -231,6 +274,8 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
                          "numpy": np.__version__, "scikit-learn": sklearn.__version__},
             "options": _settings(config) | {"epochs": result.config.epochs},
             "seed": config.train.seed,
+            # Same seed, same scores holds for the same machine, torch build and thread count.
+            "torch_threads": torch.get_num_threads(),
             "dataset": {
                 "root": str(data.index.root),
                 "layout": data.index.layout,

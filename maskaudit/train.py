@@ -219,7 +219,8 @@ def train(
     checkpoint_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     first_epoch = 0
     if resume:
-        first_epoch = _restore(checkpoint_path, config, unet, qam, optimizer, history)
+        first_epoch = _restore(checkpoint_path, config, unet, qam, optimizer, history,
+                               classes=tuple(data.index.classes))
 
     amp_dtype = autocast_dtype(device, config.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -299,7 +300,7 @@ def _low_quarter_share(t: torch.Tensor, weights: torch.Tensor) -> float:
     return float(weights[torch.argsort(t)[:quarter]].sum())
 
 
-def _restore(checkpoint_path, config, unet, qam, optimizer, history) -> int:
+def _restore(checkpoint_path, config, unet, qam, optimizer, history, *, classes: tuple[str, ...]) -> int:
     """Load a checkpoint into the networks and histories; return the number of finished epochs."""
     if checkpoint_path is None or not checkpoint_path.exists():
         raise CheckpointError(
@@ -313,14 +314,14 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history) -> int:
         if changed:
             raise CheckpointError(
                 f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "
-                "rerun with the same options or without --resume"
+                "rerun with the same options, or with --overwrite instead of --resume to start again"
             )
-        num_samples, num_classes = history["loss"].shape[1], history["dice"].shape[2]
-        saved_samples = state["histories"]["loss"].shape[1]
-        if len(state["classes"]) != num_classes or saved_samples != num_samples:
+        saved_classes, saved_samples = tuple(state["classes"]), state["histories"]["loss"].shape[1]
+        if saved_classes != classes or saved_samples != history["loss"].shape[1]:
             raise CheckpointError(
-                f"{checkpoint_path} was trained on {saved_samples} samples of {len(state['classes'])} classes, "
-                f"the dataset now has {num_samples} of {num_classes}; rerun without --resume"
+                f"{checkpoint_path} was trained on {saved_samples} samples of the classes "
+                f"{', '.join(saved_classes)}; the dataset now has {history['loss'].shape[1]} samples of "
+                f"{', '.join(classes)}; start again with --overwrite instead of --resume"
             )
         unet.load_state_dict(state["unet"])
         if qam is not None:
@@ -333,6 +334,7 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history) -> int:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{checkpoint_path} does not fit this run ({first_line}); rerun without --resume"
+            f"{checkpoint_path} does not fit this run ({first_line}); "
+            "start again with --overwrite instead of --resume"
         ) from error
     return finished
