@@ -451,7 +451,9 @@ def _read_dicom(path: Path, *, pixels: bool) -> FileDataset:
     from pydicom.errors import InvalidDicomError
 
     try:
-        with open(path, "rb") as handle:
+        # pydicom warns on stderr about damaged files; the damage is reported as a skip reason instead.
+        with open(path, "rb") as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return dcmread(handle, stop_before_pixels=not pixels, force=path.suffix.lower() in _DICOM_EXTENSIONS)
     except OSError as error:
         raise InputFileError(f"{path.name}: cannot read ({_os_reason(error)})") from error
