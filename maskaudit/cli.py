@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -109,6 +110,8 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: 
             message = "maskaudit: interrupted before the first epoch finished; run the same command to start again"
         click.echo(message, err=True)
         sys.exit(130)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the main process reports
+        return
     suspects = sum(row.suspect for row in result.rows)
     click.echo(f"{len(result.rows)} samples scored, {suspects} suspects.")
     click.echo(f"scores:  {out_dir / 'scores.csv'}")

@@ -15,12 +15,13 @@ from . import __version__
 from .clustering import cluster_features
 from .dataset import find_dataset
 from .diagnosis import diagnose
+from .distributed import barrier, gather_objects, init_process_group, local_device, shard_range, shutdown
 from .errors import OutputDirError, TrainingError
 from .atomic import atomic_path
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
 from .prepare import PreparedData, load_original, prepare
 from .scoring import quality_scores
-from .signals import compute_signals
+from .signals import compute_signals, concatenate_signals
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
 from .visuals import predict_samples
 
@@ -110,22 +111,35 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
+    group = init_process_group(config.train.device)
+    train_config = dataclasses.replace(config.train, device=local_device(config.train.device, group))
     index = find_dataset(dataset, mask_suffix=config.mask_suffix)
     check_output_dir(out_dir, index.root, overwrite=config.overwrite, resume=config.resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = prepare(index, size=config.train.size, cache_dir=out_dir / "cache", progress=progress)
-    if not config.resume:  # (check_output_dir let a run through only under --overwrite)
-        _clear_previous_run(out_dir, keep_checkpoint=False)
+    if group.is_main:  # the main process fills the cache and clears old outputs; the others then read
+        out_dir.mkdir(parents=True, exist_ok=True)
+        data = prepare(index, size=train_config.size, cache_dir=out_dir / "cache", progress=progress)
+        if not config.resume:  # (check_output_dir let a run through only under --overwrite)
+            _clear_previous_run(out_dir, keep_checkpoint=False)
+    barrier(group)
+    if not group.is_main:
+        data = prepare(index, size=train_config.size, cache_dir=out_dir / "cache")
     seconds["load"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    result = train(data, config.train, out_dir=out_dir, resume=config.resume, progress=progress)
-    if config.resume:  # the checkpoint fitted: drop what was derived from it before
+    result = train(data, train_config, out_dir=out_dir, resume=config.resume, progress=progress, group=group)
+    if config.resume and group.is_main:  # the checkpoint fitted: drop what was derived from it before
         _clear_previous_run(out_dir, keep_checkpoint=True)
     seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    signals = compute_signals(data, result, device=config.train.device, progress=progress)
+    shard = shard_range(len(data.index.samples), group)
+    signals = concatenate_signals(gather_objects(
+        compute_signals(data, result, rows=shard, device=train_config.device, progress=progress and group.is_main),
+        group,
+    ))
     _require_finite("outputs", vars(signals))
     seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
+    if not group.is_main:  # only the main process writes outputs
+        shutdown(group)
+        return ScanResult(rows=[], out_dir=out_dir, stage_seconds=seconds)
 
     features = np.concatenate([signals.qam_features, signals.bottleneck, signals.shape], axis=1)
     clusters = cluster_features(features, seed=config.train.seed)
@@ -151,7 +165,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
             progress=progress,
         )
         seconds["report"] = time.perf_counter() - clock
-    _write_run_json(out_dir, data, config, result, clusters, seconds)
+    _write_run_json(out_dir, data, config, result, clusters, seconds, group)
+    shutdown(group)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
 
@@ -262,7 +277,7 @@ def _settings(config: ScanConfig) -> dict[str, object]:
 
 
 def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, result: TrainResult, clusters,
-                    seconds: dict[str, float]) -> None:
+                    seconds: dict[str, float], group) -> None:
     import sklearn
     import torch
 
@@ -276,6 +291,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
             "seed": config.train.seed,
             # Same seed, same scores holds for the same machine, torch build and thread count.
             "torch_threads": torch.get_num_threads(),
+            "processes": group.world_size,
             "dataset": {
                 "root": str(data.index.root),
                 "layout": data.index.layout,

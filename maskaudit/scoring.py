@@ -30,9 +30,9 @@ class ScoreWeights:
 
     disagreement: float = 1.0   # 1 - mean per-class Dice(given mask, segmenter's mask)
     boundary: float = 0.5       # log(1 + worst class's mean surface distance)
-    late_loss: float = 0.5      # training loss over the last epochs (noisy labels are learned late)
-    qam: float = 0.25           # minus the final QAM score t
-    outlier: float = 0.25       # clustering outlier score
+    late_loss: float = 0.25     # training loss over the last epochs (noisy labels are learned late)
+    qam: float = 0.1            # minus the final QAM score t
+    outlier: float = 0.0        # clustering outlier score: measured to add nothing (docs/BENCHMARKS.md)
 
 
 LATE_EPOCH_FRACTION = 0.2       # "late" = the last 20 % of epochs (at least one)

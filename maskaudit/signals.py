@@ -37,19 +37,22 @@ def compute_signals(
     data: "PreparedData",
     result: "TrainResult",
     *,
+    rows: range | None = None,
     batch_size: int = 32,
     device: str = "cpu",
     progress: bool = False,
 ) -> Signals:
-    """Run the trained networks over every sample once and reduce each batch to per-sample numbers."""
-    num_samples, num_classes = data.masks.shape[:2]
+    """Run the trained networks once over ``rows`` (default: every sample) and reduce each batch to
+    per-sample numbers; the result has one row per sample of ``rows``, in order."""
+    rows = range(len(data.images)) if rows is None else rows
+    images, masks = data.images[rows.start : rows.stop], data.masks[rows.start : rows.stop]
     multilabel = data.index.multilabel
     parts: dict[str, list[np.ndarray]] = {name: [] for name in Signals.__dataclass_fields__}
-    bar = tqdm(total=num_samples, desc="score", unit="img", disable=not progress)
+    bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
     for out in run_networks(
-        data.images, data.masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
+        images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
     ):
-        given = np.asarray(data.masks[out.start : out.start + len(out.probabilities)], dtype=bool)
+        given = np.asarray(masks[out.start : out.start + len(out.probabilities)], dtype=bool)
         predicted = predicted_masks(out.probabilities, multilabel=multilabel)
         probabilities = out.probabilities
         parts["dice"].append(dice_per_class(predicted, given))
@@ -65,3 +68,11 @@ def compute_signals(
         bar.update(len(given))
     bar.close()
     return Signals(**{name: np.concatenate(values).astype(np.float32) for name, values in parts.items()})
+
+
+def concatenate_signals(parts: list[Signals]) -> Signals:
+    """One Signals from the per-process shards of a distributed run, in shard order."""
+    if len(parts) == 1:
+        return parts[0]
+    return Signals(**{name: np.concatenate([getattr(part, name) for part in parts])
+                      for name in Signals.__dataclass_fields__})

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import ProcessGroup, sum_across
 from .errors import CheckpointError, TrainingError
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
@@ -176,10 +177,15 @@ def build_models(
     return unet, qam
 
 
-def epoch_batches(num_samples: int, batch_size: int, *, seed: int, epoch: int) -> list[np.ndarray]:
-    """A shuffled split of range(N) into ceil(N / B) batches of nearly equal size (none tiny)."""
+def epoch_batches(num_samples: int, batch_size: int, *, seed: int, epoch: int, parts: int = 1) -> list[np.ndarray]:
+    """A shuffled split of range(N) into about N / B batches of nearly equal size (none tiny).
+
+    The number of batches is rounded up to a multiple of ``parts`` so that every process of a
+    distributed run takes the same number of steps.
+    """
     order = np.random.default_rng([seed, epoch]).permutation(num_samples)
-    return np.array_split(order, max(1, math.ceil(num_samples / batch_size)))
+    count = max(1, math.ceil(num_samples / batch_size))
+    return np.array_split(order, parts * math.ceil(count / parts))
 
 
 def train(
@@ -189,10 +195,14 @@ def train(
     out_dir: Path | None = None,
     resume: bool = False,
     progress: bool = False,
+    group: ProcessGroup = ProcessGroup(),
 ) -> TrainResult:
     """Train the U-Net and the QAM jointly on ``data``, checkpointing to ``out_dir/model.pt`` each epoch.
 
     With ``resume`` the run continues from that checkpoint, which must come from the same options.
+    Under torchrun (``group.active``) both networks are wrapped in DistributedDataParallel, each
+    process trains on its own share of every epoch's mini-batches (the QAM softmax stays per local
+    mini-batch), histories are summed across processes, and only the main process checkpoints.
     Raises TrainingError when the loss stops being finite, CheckpointError for a bad checkpoint.
     """
     import time
@@ -222,20 +232,32 @@ def train(
         first_epoch = _restore(checkpoint_path, config, unet, qam, optimizer, history,
                                classes=tuple(data.index.classes))
 
-    amp_dtype = autocast_dtype(device, config.precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     unet.to(memory_format=memory_format)
     if qam is not None:
         qam.to(memory_format=memory_format)
-    bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not progress, initial=first_epoch, total=epochs)
+    unet_module, qam_module = unet, qam  # unwrapped, for checkpoints and the result
+    if group.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" else None
+        unet = DistributedDataParallel(unet, device_ids=device_ids)
+        if qam is not None:
+            qam = DistributedDataParallel(qam, device_ids=device_ids)
+    amp_dtype = autocast_dtype(device, config.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not (progress and group.is_main),
+               initial=first_epoch, total=epochs)
     for epoch in bar:
         unet.train()
         if qam is not None:
             qam.train()
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         losses, low_quarter_shares = [], []
-        for batch in epoch_batches(num_samples, config.batch_size, seed=config.seed, epoch=epoch):
+        seen = {key: np.zeros_like(values[epoch]) for key, values in history.items()}  # this process's rows
+        batches = epoch_batches(num_samples, config.batch_size, seed=config.seed, epoch=epoch,
+                                parts=group.world_size)
+        for batch in batches[group.rank :: group.world_size]:
             rows = np.sort(batch)
             images = torch.from_numpy(np.asarray(data.images[rows], dtype=np.float32) / 255.0).to(device)
             masks = torch.from_numpy(np.asarray(data.masks[rows], dtype=np.float32)).to(device)
@@ -259,18 +281,20 @@ def train(
             scaler.step(optimizer)
             scaler.update()
 
-            history["loss"][epoch, rows] = loss_i.detach().cpu().numpy()
-            history["t"][epoch, rows] = t.detach().float().cpu().numpy()
-            history["weight"][epoch, rows] = weights.detach().cpu().numpy() * len(rows)
-            history["dice"][epoch, rows] = dice_i.detach().cpu().numpy()
+            seen["loss"][rows] = loss_i.detach().cpu().numpy()
+            seen["t"][rows] = t.detach().float().cpu().numpy()
+            seen["weight"][rows] = weights.detach().cpu().numpy() * len(rows)
+            seen["dice"][rows] = dice_i.detach().cpu().numpy()
             losses.append(loss.item())
             low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
+        for key, values in seen.items():  # every sample is seen by exactly one process each epoch
+            history[key][epoch] = sum_across(values, group)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", low_q_weight=f"{np.mean(low_quarter_shares):.2f}")
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and group.is_main:
             save_checkpoint(
                 checkpoint_path,
-                unet=unet,
-                qam=qam,
+                unet=unet_module,
+                qam=qam_module,
                 optimizer=optimizer,
                 config=dataclasses.asdict(config),
                 classes=list(data.index.classes),
@@ -279,6 +303,7 @@ def train(
                 epoch=epoch + 1,
                 histories=history,
             )
+    unet, qam = unet_module, qam_module
     unet.eval().cpu().to(memory_format=torch.contiguous_format)
     if qam is not None:
         qam.eval().cpu().to(memory_format=torch.contiguous_format)

@@ -16,7 +16,7 @@ from maskaudit.cli import main
 from maskaudit.diagnosis import ISSUE_TYPES
 from maskaudit.export import SCORE_COLUMNS, read_scores_csv
 
-SCAN_OPTIONS = ["--size", "64", "--epochs", "40", "--seed", "0", "--quiet"]
+SCAN_OPTIONS = ["--size", "128", "--epochs", "30", "--seed", "0", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_run_json_and_report_are_written(scanned):
     dataset, out, _, output = scanned
     run = json.loads((out / "run.json").read_text())
     assert run["dataset"]["num_samples"] == 40
-    assert run["options"]["epochs"] == 40 and run["seed"] == 0
+    assert run["options"]["epochs"] == 30 and run["seed"] == 0
     assert set(run["stage_seconds"]) >= {"load", "train", "score", "cluster", "export", "report"}
     assert (out / "report.html").is_file()
     assert str(out / "scores.csv") in output
