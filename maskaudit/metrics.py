@@ -345,3 +345,53 @@ def _convex_hull_area(mask: np.ndarray) -> float:
     ).astype(np.float64)
     # The corners of even a single pixel span a unit square, so the hull is never flat.
     return float(ConvexHull(corners).volume)
+
+
+def largest_disagreement_region(predicted: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Area of the largest connected region where two masks of one sample disagree, per class.
+
+    A 3 x 3 opening first removes the one-pixel slivers that any two tracings of the same
+    boundary leave, so what remains are blobs: a missing or spurious object, a displaced part.
+
+    Parameters
+    ----------
+    predicted, given : np.ndarray
+        (K, H, W) bool.
+
+    Returns
+    -------
+    np.ndarray
+        (K,) float64, fraction of the image's pixels (0 where the masks agree).
+    """
+    predicted, given = _check_pair(predicted, given, "(K, H, W)")
+    areas = np.zeros(len(given))
+    for k in range(len(given)):
+        disagreement = ndimage.binary_opening(predicted[k] ^ given[k], structure=_EIGHT_CONNECTED)
+        if disagreement.any():
+            labels, count = ndimage.label(disagreement, structure=_EIGHT_CONNECTED)
+            areas[k] = np.bincount(labels.ravel())[1:].max() / disagreement.size
+    return areas
+
+
+def softmin_label_quality(probabilities: np.ndarray, given: np.ndarray, *, temperature: float = 0.1) -> float:
+    """Soft minimum over pixels of the probability the model gives to the given label.
+
+    The per-pixel quality is p where the given mask is set and 1 - p elsewhere; the soft minimum
+    sum(q * exp(-q / T)) / sum(exp(-q / T)) is dominated by the worst pixels, so one confidently
+    wrong region lowers it even in a large image.
+
+    Parameters
+    ----------
+    probabilities : np.ndarray
+        (K, H, W) float, per-class probability from the segmenter.
+    given : np.ndarray
+        (K, H, W) bool, the dataset's mask.
+
+    Returns
+    -------
+    float
+        In [0, 1], higher = the given label agrees with the model everywhere.
+    """
+    quality = np.where(given, probabilities, 1.0 - probabilities).astype(np.float64).ravel()
+    weights = np.exp(-(quality - quality.min()) / temperature)
+    return float(np.sum(quality * weights) / np.sum(weights))

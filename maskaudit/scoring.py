@@ -29,6 +29,7 @@ class ScoreWeights:
     """Weight of each signal's robust z-score in the suspicion score."""
 
     disagreement: float = 1.0   # 1 - mean per-class Dice(given mask, segmenter's mask)
+    pixel_softmin: float = 2.0  # minus the soft minimum over pixels of p(given label): small confident errors
     boundary: float = 0.5       # log(1 + worst class's mean surface distance)
     late_loss: float = 0.25     # training loss over the last epochs (noisy labels are learned late)
     qam: float = 0.1            # minus the final QAM score t
@@ -58,6 +59,7 @@ def evidence(signals: "Signals", result: "TrainResult", *, outlier_score: np.nda
     late = max(1, int(round(epochs * LATE_EPOCH_FRACTION)))
     return {
         "disagreement": 1.0 - signals.dice.mean(axis=1),
+        "pixel_softmin": -signals.softmin,
         "boundary": np.log1p(signals.boundary.max(axis=1)),
         "late_loss": np.nanmean(result.history_loss[-late:], axis=0),
         "qam": -signals.qam_score,
@@ -67,15 +69,16 @@ def evidence(signals: "Signals", result: "TrainResult", *, outlier_score: np.nda
 
 def suspicion(evidence_by_signal: dict[str, np.ndarray], weights: ScoreWeights = ScoreWeights()) -> np.ndarray:
     """(N,) weighted sum of robust z-scores of the evidence (higher = more suspect)."""
-    total = None
+    total, weight_sum = None, 0.0
     for name, values in evidence_by_signal.items():
         weight = getattr(weights, name)
         if weight == 0 or np.ptp(values) == 0:
             continue
         term = weight * robust_z(values)
         total = term if total is None else total + term
+        weight_sum += weight
     count = len(next(iter(evidence_by_signal.values())))
-    return np.zeros(count) if total is None else total / sum(vars(weights).values())
+    return np.zeros(count) if total is None else total / weight_sum
 
 
 def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:

@@ -244,6 +244,9 @@ def train(
         unet = DistributedDataParallel(unet, device_ids=device_ids)
         if qam is not None:
             qam = DistributedDataParallel(qam, device_ids=device_ids)
+    # Each process takes batch_size / world_size samples a step (at least 8 for the QAM softmax), so the
+    # global batch and the number of optimizer steps per epoch stay those of a single-process run.
+    local_batch_size = max(8, config.batch_size // group.world_size)
     amp_dtype = autocast_dtype(device, config.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not (progress and group.is_main),
@@ -255,8 +258,7 @@ def train(
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         losses, low_quarter_shares = [], []
         seen = {key: np.zeros_like(values[epoch]) for key, values in history.items()}  # this process's rows
-        batches = epoch_batches(num_samples, config.batch_size, seed=config.seed, epoch=epoch,
-                                parts=group.world_size)
+        batches = epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
         for batch in batches[group.rank :: group.world_size]:
             rows = np.sort(batch)
             images = torch.from_numpy(np.asarray(data.images[rows], dtype=np.float32) / 255.0).to(device)

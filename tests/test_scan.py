@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ def scanned(tmp_path_factory, example_module):
     out = root / "out"
     result = CliRunner().invoke(main, ["scan", str(dataset), "--out", str(out), *SCAN_OPTIONS])
     assert result.exit_code == 0, result.output
+    shutil.copy(out / "scores.csv", root / "first-scores.csv")  # later tests rewrite out/scores.csv
     truth = {row["id"]: int(row["corrupted"]) for row in csv.DictReader(open(dataset / "truth.csv"))}
     return dataset, out, truth, result.output
 
@@ -114,3 +116,31 @@ def test_scan_of_a_missing_directory_is_one_line_and_non_zero(tmp_path):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) <= 3
+
+
+def test_torchrun_with_two_processes_matches_single_process_detection(scanned, tmp_path):
+    """DDP on CPU (gloo): rank 0 alone writes complete outputs and finds the same bad masks."""
+    import os
+    import subprocess
+    import sys
+
+    dataset, out, truth, _ = scanned
+    ddp_out = tmp_path / "ddp"
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+         "-m", "maskaudit", "scan", str(dataset), "--out", str(ddp_out), *SCAN_OPTIONS, "--no-report"],
+        capture_output=True, text=True, env=environment, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.count("samples scored") == 1  # only rank 0 reports
+    assert json.loads((ddp_out / "run.json").read_text())["processes"] == 2
+
+    def auroc(scores_csv: Path) -> float:
+        rows = read_scores_csv(scores_csv)
+        assert sorted(row["id"] for row in rows) == sorted(truth)
+        return roc_auc_score([truth[row["id"]] for row in rows], [-float(row["quality_score"]) for row in rows])
+
+    single, distributed = auroc(out.parent / "first-scores.csv"), auroc(ddp_out / "scores.csv")
+    assert distributed > 0.9
+    assert abs(distributed - single) < 0.08
