@@ -301,7 +301,6 @@ def test_synthetic_rgb_layout_a_and_its_corruption(tmp_path):
     assert ds.layout == "A" and ds.images.shape == (6, 3, 32, 32) and ds.masks.shape == (6, 1, 32, 32)
 
 
-@pytest.mark.skipif(not JSRT.is_dir(), reason="needs ../shared/datasets/jsrt")
 def test_make_corrupted_on_four_jsrt_samples(tmp_path):
     ids = ["JPCLN001", "JPCLN002", "JPCLN003", "JPCLN004"]
     truth = make_corrupted(JSRT, tmp_path / "j", fraction=1.0, kinds=["erode_dilate_5_13", "swap"], seed=0, ids=ids)
@@ -370,8 +369,6 @@ def test_label_index_map_smaller_class_wins():
 
 
 def test_cleanlab_pipeline_runs_on_a_tiny_dataset():
-    pytest.importorskip("cleanlab")
-    pytest.importorskip("maskaudit.models")
     from benchmarks.cleanlab_pipeline import run_cleanlab_pipeline
 
     g = np.random.default_rng(0)

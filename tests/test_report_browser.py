@@ -22,9 +22,9 @@ IDS = [XSS_ID, "case 02 é", 'quote " and, comma', "slash/in/id"]
 PAGE_SIZE = 20
 
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
+    pytest.fail(f"{CHROMIUM} is not installed: run `make browser` (apt-get install chromium chromium-driver)", pytrace=False)
 
-webdriver = pytest.importorskip("selenium.webdriver")
+from selenium import webdriver
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

