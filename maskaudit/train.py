@@ -261,8 +261,8 @@ def train(
         batches = epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
         for batch in batches[group.rank :: group.world_size]:
             rows = np.sort(batch)
-            images = torch.from_numpy(np.asarray(data.images[rows], dtype=np.float32) / 255.0).to(device)
-            masks = torch.from_numpy(np.asarray(data.masks[rows], dtype=np.float32)).to(device)
+            images = _to_device(np.asarray(data.images[rows], dtype=np.float32) / 255.0, device)
+            masks = _to_device(np.asarray(data.masks[rows], dtype=np.float32), device)
             if config.augment:
                 images, masks = augment_batch(images, masks, generator, flips=config.flips)
             images = images.contiguous(memory_format=memory_format)
@@ -319,6 +319,14 @@ def train(
         history_dice=history["dice"],
         seconds=time.perf_counter() - started,
     )
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch as a tensor on ``device``; on CUDA through pinned memory, copied asynchronously."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
 
 
 def _low_quarter_share(t: torch.Tensor, weights: torch.Tensor) -> float:
