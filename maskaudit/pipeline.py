@@ -158,7 +158,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
 
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
         render_report(
-            _report_input(data, config, rows, clusters.coords, seconds),
+            _report_input(data, config, result, rows, clusters.coords, seconds),
             lambda sample_id: _sample_visuals(data, result, position_of[sample_id]),
             out_dir,
             max_visual_samples=config.max_report_samples,
@@ -238,8 +238,8 @@ def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:
     return selected[: config.top] if config.top is not None else selected
 
 
-def _report_input(data: PreparedData, config: ScanConfig, rows: list[ScoreRow], coords: np.ndarray,
-                  seconds: dict[str, float]):
+def _report_input(data: PreparedData, config: ScanConfig, result: TrainResult, rows: list[ScoreRow],
+                  coords: np.ndarray, seconds: dict[str, float]):
     """The report's data, rows in rank order and the 2-D feature map aligned with them."""
     from .report import ReportInput, SampleRow
 
@@ -251,7 +251,7 @@ def _report_input(data: PreparedData, config: ScanConfig, rows: list[ScoreRow], 
         classes=data.index.classes,
         num_samples=len(rows),
         skipped=tuple((item.path, item.reason) for item in data.index.skipped),
-        settings=_settings(config),
+        settings=_settings(config) | {"epochs": result.config.epochs},
         stage_seconds=dict(seconds),
         threshold=config.threshold,
         rows=tuple(SampleRow(**{name: getattr(row, name) for name in row_fields}) for row in rows),

@@ -1,0 +1,160 @@
+"""maskaudit.train: joint training, histories, checkpoints, the loss, augmentation and the QAM's picking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maskaudit.checkpoint import load_checkpoint
+from maskaudit.dataset import DatasetIndex, Sample
+from maskaudit.errors import CheckpointError
+from maskaudit.models import QualityAwarenessModule, UNet
+from maskaudit.prepare import PreparedData
+from maskaudit.train import CHECKPOINT_NAME, TrainConfig, augment_batch, epoch_batches, per_sample_loss, train
+
+
+def tiny_data(n: int = 20, *, size: int = 32, layout: str = "B", bad_fraction: float = 0.0, seed: int = 0,
+              ) -> tuple[PreparedData, np.ndarray]:
+    """A bright disk and a horizontal band on a noisy background, masks (N, 2, S, S), and which are bad.
+
+    A bad sample's disk mask is a disk of the same radius somewhere else and its band mask a band
+    at another height: the label does not fit the image, but is as large and as smooth as a good one.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, 1, size, size), np.uint8)
+    masks = np.zeros((n, 2, size, size), np.uint8)
+    bad = np.zeros(n, bool)
+    bad[rng.permutation(n)[: round(n * bad_fraction)]] = True
+    for i in range(n):
+        cy, cx = rng.uniform(10, size - 10, 2)
+        radius = rng.uniform(5, 8)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        band = np.abs(yy - size / 2 - rng.uniform(-4, 4)) < 3
+        picture = rng.normal(60, 15, (size, size))
+        picture[disk] += 120
+        picture[band & ~disk] += 60
+        images[i, 0] = np.clip(picture, 0, 255)
+        masks[i, 0], masks[i, 1] = disk, band & ~disk
+        if bad[i]:
+            oy, ox = rng.uniform(10, size - 10, 2)
+            masks[i, 0] = (yy - oy) ** 2 + (xx - ox) ** 2 <= radius**2
+            masks[i, 1] = np.abs(yy - size / 2 - rng.uniform(-4, 4)) < 3
+    if layout == "A":
+        masks[:, 1] &= ~masks[:, 0]  # exclusive classes
+    samples = tuple(Sample(f"s{i:02d}", Path(f"images/s{i:02d}.png"), ()) for i in range(n))
+    index = DatasetIndex(root=Path("/nonexistent"), layout=layout, classes=("disk", "band"), samples=samples,
+                         skipped=(), mask_suffix="")
+    return PreparedData(index, images, masks, np.full((n, 2), size, np.int64), size), bad
+
+
+def small_config(**changes) -> TrainConfig:
+    options = dict(size=32, width=4, qam_width=4, batch_size=8, epochs=2, lr=1e-3, precision="fp32")
+    options.update(changes)
+    return TrainConfig(**options)
+
+
+@pytest.mark.parametrize("mode", ["qam-ocm", "qam", "baseline"])
+@pytest.mark.parametrize("layout", ["B", "A"])
+def test_train_each_mode_histories_and_checkpoint(tmp_path, mode, layout):
+    data, _ = tiny_data(20, layout=layout)
+    result = train(data, small_config(mode=mode), out_dir=tmp_path)
+    for history in (result.history_loss, result.history_t, result.history_weight):
+        assert history.shape == (2, 20)
+        assert np.isfinite(history).all()
+    assert result.history_dice.shape == (2, 20, 2)
+    # w_i * batch size: every sample is seen once per epoch and each batch's weights sum to 1.
+    np.testing.assert_allclose(result.history_weight.mean(axis=1), 1.0, rtol=1e-5)
+    assert (result.history_weight > 0).all()
+    if mode == "baseline":
+        assert result.qam is None
+        np.testing.assert_allclose(result.history_weight, 1.0)
+        assert (result.history_t == 0).all()
+    else:
+        assert isinstance(result.qam, QualityAwarenessModule) and not result.qam.training
+        assert result.history_t.std() > 0
+    if mode == "qam-ocm":
+        # no weight outside what a batch of 6 or 7 (20 = 7 + 7 + 6) allows with ratios <= exp(2 lam)
+        ratio = np.exp(2 * 2.0)
+        assert result.history_weight.max() <= 7 * ratio / (ratio + 6) + 1e-5
+        assert result.history_weight.min() >= 7 / (1 + 6 * ratio) - 1e-5
+    assert isinstance(result.unet, UNet) and not result.unet.training
+    assert result.config.epochs == 2 and result.seconds > 0
+
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, map_location="cpu", weights_only=True)  # loads with no code execution
+    assert load_checkpoint(path)["epoch"] == state["epoch"]
+    assert state["epoch"] == 2 and state["config"]["mode"] == mode
+    assert state["classes"] == ["disk", "band"] and state["multilabel"] == (layout == "B")
+    assert (state["qam"] is None) == (mode == "baseline")
+    unet = UNet(1, 2 if layout == "B" else 3, width=4)
+    unet.load_state_dict(state["unet"])
+    np.testing.assert_allclose(state["histories"]["weight"].numpy(), result.history_weight)
+
+
+def test_same_seed_same_histories():
+    data, _ = tiny_data(16)
+    first = train(data, small_config(epochs=1))
+    second = train(data, small_config(epochs=1))
+    np.testing.assert_array_equal(first.history_loss, second.history_loss)
+    np.testing.assert_array_equal(first.history_t, second.history_t)
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    data, _ = tiny_data(16)
+    train(data, small_config(epochs=1), out_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="other options"):
+        train(data, small_config(epochs=2, lam=1.0), out_dir=tmp_path, resume=True)
+
+
+def test_epoch_batches_cover_every_sample_once_with_no_tiny_batch():
+    batches = epoch_batches(20, 8, seed=0, epoch=3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(20))
+    assert [len(batch) for batch in batches] == [7, 7, 6]
+
+
+@pytest.mark.parametrize("multilabel", [True, False])
+def test_per_sample_loss_is_low_for_perfect_logits_and_high_for_wrong_ones(multilabel):
+    masks = torch.zeros(2, 2, 8, 8)
+    masks[:, 0, :4] = 1
+    masks[:, 1, 5:, 2:6] = 1
+    if multilabel:
+        logits = (masks * 2 - 1) * 20  # sample 0 perfect
+        logits[1] = -logits[1]  # sample 1 exactly wrong
+    else:
+        target = torch.cat([1 - masks.amax(dim=1, keepdim=True), masks], dim=1)  # background first
+        logits = (target * 2 - 1) * 20
+        logits[1] = logits[1].roll(1, dims=0)  # every pixel gets a wrong class
+    loss, dice = per_sample_loss(logits, masks, multilabel=multilabel)
+    assert loss.shape == (2,) and dice.shape == (2, 2)
+    assert float(loss[0]) < 0.02
+    assert float(dice[0].min()) > 0.98
+    assert float(loss[1]) > 1.0 + float(loss[0])
+    assert float(dice[1].max()) < 0.05
+
+
+def test_augment_batch_warps_image_and_mask_alike():
+    masks = torch.zeros(4, 1, 48, 48)
+    masks[:, 0, 14:34, 12:30] = 1
+    masks[:, 0, 20:26, 30:36] = 1  # asymmetric, so a rotation shows
+    images = masks.clone()  # an image that is its own mask
+    out_images, out_masks = augment_batch(images, masks.clone(), torch.Generator().manual_seed(0), flips=True)
+    assert out_images.shape == images.shape and out_masks.shape == masks.shape
+    assert set(out_masks.unique().tolist()) <= {0.0, 1.0}
+    warped = out_images > 0.5  # the intensity jitter keeps 1 above and 0 below one half
+    for i in range(4):
+        agree = 2 * (warped[i] & (out_masks[i] > 0)).sum() / (warped[i].sum() + out_masks[i].sum())
+        assert float(agree) > 0.97
+    moved = [float((out_masks[i] != masks[i]).float().mean()) for i in range(4)]
+    assert max(moved) > 0.02  # the warp did something
+
+
+def test_qam_down_weights_planted_bad_labels():
+    """Half the masks belong to no image; after a few epochs the QAM gives them less weight."""
+    data, bad = tiny_data(32, bad_fraction=0.5)
+    result = train(data, small_config(epochs=8, width=8, lr=3e-3, augment=False))
+    late = result.history_weight[4:]
+    assert late[:, bad].mean() < 0.8 * late[:, ~bad].mean()
