@@ -17,8 +17,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,33 +29,9 @@ import numpy as np
 from . import overlays
 from .errors import MaskauditError
 
-try:  # the shared helpers (temp file + os.replace, usual permissions)
-    from .atomic import atomic_write_bytes, atomic_write_text
-except ImportError:  # pragma: no cover - only while maskaudit.atomic does not exist yet
+from .atomic import atomic_write_bytes, atomic_write_text
+from .diagnosis import ISSUE_TYPES  # the summary lists issue types in this order
 
-    def atomic_write_bytes(target: Path, data: bytes) -> None:
-        """Write ``data`` to ``target`` through a temporary file in the same directory and ``os.replace``."""
-        target = Path(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    def atomic_write_text(target: Path, text: str) -> None:
-        atomic_write_bytes(target, text.encode("utf-8"))
-
-
-# The issue types of diagnosis.ISSUE_TYPES, in the order the summary lists them.
-ISSUE_TYPES = ("over-segmented", "under-segmented", "missing", "spurious", "class-confusion", "misplaced",
-               "other", "ok")
 STATIC_FILES = ("report.css", "report.js")
 TEMPLATE = "report.html.j2"
 THUMB_SIDE = 160

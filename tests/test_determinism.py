@@ -25,12 +25,7 @@ TRAIN = TrainConfig(size=32, epochs=3, batch_size=8, seed=7)  # 16 samples: 2 ba
 NUMERIC = ("quality_score", "qam_score", "dice_vs_prediction", "boundary_distance", "outlier_score")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
