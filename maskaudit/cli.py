@@ -73,6 +73,8 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
 @click.option("--flips/--no-flips", default=False, show_default=True,
               help="Random left-right flips in augmentation (off: left and right matter in chest X-rays).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random affine and intensity augmentation.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="A sample is a suspect when its quality_score is below this.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Write only the N most suspect rows to scores.csv.")
@@ -84,7 +86,7 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: float, size: int, width: int,
          batch_size: int, lr: float, epochs: int | None, seed: int, device: str, flips: bool, augment: bool,
-         threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
+         precision: str, threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
          quiet: bool) -> None:
     """Train on DATASET, score every mask and write the ranked suspects to --out."""
     from .pipeline import ScanConfig, scan as run_scan
@@ -95,7 +97,7 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: 
             raise click.BadParameter(f"{size} is not divisible by 8", param_hint="--size")
         train_config = TrainConfig(mode=mode, lam=lam, size=size, width=width, batch_size=batch_size, lr=lr,
                                    epochs=epochs, seed=seed, device=str(resolve_device(device)), flips=flips,
-                                   augment=augment)
+                                   augment=augment, precision=precision)
         config = ScanConfig(train=train_config, mask_suffix=mask_suffix, threshold=threshold, top=top,
                             suspects_only=suspects_only, overwrite=overwrite, resume=resume, report=report)
         result = run_scan(dataset, out_dir, config, progress=not quiet)
