@@ -347,32 +347,6 @@ def _convex_hull_area(mask: np.ndarray) -> float:
     return float(ConvexHull(corners).volume)
 
 
-def largest_disagreement_region(predicted: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """Area of the largest connected region where two masks of one sample disagree, per class.
-
-    A 3 x 3 opening first removes the one-pixel slivers that any two tracings of the same
-    boundary leave, so what remains are blobs: a missing or spurious object, a displaced part.
-
-    Parameters
-    ----------
-    predicted, given : np.ndarray
-        (K, H, W) bool.
-
-    Returns
-    -------
-    np.ndarray
-        (K,) float64, fraction of the image's pixels (0 where the masks agree).
-    """
-    predicted, given = _check_pair(predicted, given, "(K, H, W)")
-    areas = np.zeros(len(given))
-    for k in range(len(given)):
-        disagreement = ndimage.binary_opening(predicted[k] ^ given[k], structure=_EIGHT_CONNECTED)
-        if disagreement.any():
-            labels, count = ndimage.label(disagreement, structure=_EIGHT_CONNECTED)
-            areas[k] = np.bincount(labels.ravel())[1:].max() / disagreement.size
-    return areas
-
-
 def softmin_label_quality(probabilities: np.ndarray, given: np.ndarray, *, temperature: float = 0.1) -> float:
     """Soft minimum over pixels of the probability the model gives to the given label.
 

@@ -15,7 +15,6 @@ from .inference import predicted_masks, run_networks
 from .metrics import (
     boundary_distance,
     dice_per_class,
-    largest_disagreement_region,
     shape_descriptors,
     softmin_label_quality,
 )
@@ -30,11 +29,8 @@ class Signals:
     """Everything the scorer and the clusterer look at, one row per sample."""
 
     dice: np.ndarray            # (N, K) Dice(given mask, segmenter's mask) per class
-    soft_dice: np.ndarray       # (N, K) Dice of the given mask with the segmenter's probabilities
     boundary: np.ndarray        # (N, K) mean symmetric surface distance, working-resolution px
-    region: np.ndarray          # (N, K) largest connected disagreement region, fraction of the image
     softmin: np.ndarray         # (N,) soft minimum over pixels of the probability of the given label
-    confidence: np.ndarray      # (N,) mean over pixels of |2p - 1| of the segmenter (1 = certain)
     qam_score: np.ndarray       # (N,) raw QAM score t of the final model
     qam_features: np.ndarray    # (N, G) pooled QAM penultimate features
     bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features
@@ -64,13 +60,8 @@ def compute_signals(
         predicted = predicted_masks(out.probabilities, multilabel=multilabel)
         probabilities = out.probabilities
         parts["dice"].append(dice_per_class(predicted, given))
-        intersection = (probabilities * given).sum(axis=(2, 3))
-        total = probabilities.sum(axis=(2, 3)) + given.sum(axis=(2, 3))
-        parts["soft_dice"].append(np.where(total > 0, 2 * intersection / np.maximum(total, 1e-6), 1.0))
         parts["boundary"].append(np.stack([boundary_distance(p, g) for p, g in zip(predicted, given)]))
-        parts["region"].append(np.stack([largest_disagreement_region(p, g) for p, g in zip(predicted, given)]))
         parts["softmin"].append(np.array([softmin_label_quality(p, g) for p, g in zip(probabilities, given)]))
-        parts["confidence"].append(np.abs(2 * probabilities - 1).mean(axis=(1, 2, 3)))
         parts["qam_score"].append(out.qam_score)
         parts["qam_features"].append(out.qam_features)
         parts["bottleneck"].append(out.bottleneck)

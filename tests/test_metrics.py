@@ -183,3 +183,15 @@ def test_shape_descriptor_names_order():
 def test_shape_descriptors_rejects_2d():
     with pytest.raises(ValueError, match=r"shape \(K, H, W\)"):
         shape_descriptors(np.zeros((4, 4), bool))
+
+
+def test_softmin_label_quality_is_pulled_down_by_one_small_confidently_wrong_object():
+    from maskaudit.metrics import softmin_label_quality
+
+    given = np.zeros((1, 64, 64), dtype=bool)
+    given[0, 10:40, 10:40] = True
+    agreeing = np.where(given, 0.95, 0.05)
+    assert softmin_label_quality(agreeing, given) == pytest.approx(0.95, abs=1e-6)
+    missing_object = agreeing.copy()
+    missing_object[0, 50:54, 50:54] = 0.97  # the model sees a small object the label lacks
+    assert softmin_label_quality(missing_object, given) < 0.2
