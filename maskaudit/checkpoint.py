@@ -17,13 +17,19 @@ from .atomic import atomic_path
 from .errors import CheckpointError
 
 
-def save_checkpoint(path: Path, *, unet, qam, optimizer, config: dict, classes: list[str], multilabel: bool,
+def save_checkpoint(path: Path, *, unet, qam, training_networks=(None, None), optimizer, config: dict, classes: list[str], multilabel: bool,
                     image_channels: int, epoch: int, histories: dict[str, np.ndarray]) -> None:
-    """Write the networks, optimizer, options and histories to ``path`` atomically."""
+    """Write the networks, optimizer, options and histories to ``path`` atomically.
+
+    ``unet`` and ``qam`` are the networks that score and predict (the weight average of training);
+    ``training_networks`` (unet, qam) are the ones the optimizer steps, needed only to resume.
+    """
     payload = {
         "format": "maskaudit-checkpoint-1",
         "unet": unet.state_dict(),
         "qam": qam.state_dict() if qam is not None else None,
+        "training_networks": {name: network.state_dict() if network is not None else None
+                              for name, network in zip(("unet", "qam"), training_networks)},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "config": config,
         "classes": list(classes),

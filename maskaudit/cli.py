@@ -62,11 +62,13 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
 @click.option("--size", type=click.IntRange(min=32), default=128, show_default=True,
               help="Working resolution in pixels (divisible by 8); images are resized to size x size.")
 @click.option("--width", type=click.IntRange(min=4), default=16, show_default=True, help="U-Net width of the first level.")
-@click.option("--batch-size", type=click.IntRange(min=8), default=16, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=8), default=8, show_default=True,
               help="Mini-batch size; the QAM weights are a softmax over each batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs. Default: scales with the dataset (about 8,000 sample visits, 3 to 40 epochs).")
+              help="Most training epochs. Default: about 500 optimizer steps, at least 3 and at most 40 epochs.")
+@click.option("--early-stop/--no-early-stop", default=True, show_default=True,
+              help="Stop before --epochs once every class is learned and the ranking by training loss is stable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice; same seed, same scores on CPU.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto uses CUDA when PyTorch sees a GPU.")
@@ -75,6 +77,8 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random affine and intensity augmentation.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes that load training batches. Default: 0 on CPU, up to 4 with CUDA.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="A sample is a suspect when its quality_score is below this.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Write only the N most suspect rows to scores.csv.")
@@ -85,8 +89,8 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: float, size: int, width: int,
-         batch_size: int, lr: float, epochs: int | None, seed: int, device: str, flips: bool, augment: bool,
-         precision: str, threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
+         batch_size: int, lr: float, epochs: int | None, early_stop: bool, seed: int, device: str, flips: bool,
+         augment: bool, precision: str, workers: int | None, threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
          quiet: bool) -> None:
     """Train on DATASET, score every mask and write the ranked suspects to --out."""
     from .pipeline import ScanConfig, scan as run_scan
@@ -97,7 +101,7 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: 
             raise click.BadParameter(f"{size} is not divisible by 8", param_hint="--size")
         train_config = TrainConfig(mode=mode, lam=lam, size=size, width=width, batch_size=batch_size, lr=lr,
                                    epochs=epochs, seed=seed, device=str(resolve_device(device)), flips=flips,
-                                   augment=augment, precision=precision)
+                                   augment=augment, precision=precision, early_stop=early_stop, workers=workers)
         config = ScanConfig(train=train_config, mask_suffix=mask_suffix, threshold=threshold, top=top,
                             suspects_only=suspects_only, overwrite=overwrite, resume=resume, report=report)
         result = run_scan(dataset, out_dir, config, progress=not quiet)

@@ -251,7 +251,7 @@ def _report_input(data: PreparedData, config: ScanConfig, result: TrainResult, r
         classes=data.index.classes,
         num_samples=len(rows),
         skipped=tuple((item.path, item.reason) for item in data.index.skipped),
-        settings=_settings(config) | {"epochs": result.config.epochs},
+        settings=_settings(config) | {"epochs": result.config.epochs, "epoch_budget": result.epoch_budget},
         stage_seconds=dict(seconds),
         threshold=config.threshold,
         rows=tuple(SampleRow(**{name: getattr(row, name) for name in row_fields}) for row in rows),
@@ -287,7 +287,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
             "maskaudit_version": __version__,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__, "scikit-learn": sklearn.__version__},
-            "options": _settings(config) | {"epochs": result.config.epochs},
+            "options": _settings(config) | {"epochs": result.config.epochs, "epoch_budget": result.epoch_budget},
             "seed": config.train.seed,
             # Same seed, same scores holds for the same machine, torch build and thread count.
             "torch_threads": torch.get_num_threads(),

@@ -6,11 +6,12 @@ Shape key: N samples, B batch, C image channels, K classes, S working resolution
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import ProcessGroup, sum_across
 from .errors import CheckpointError, TrainingError
+from .loader import default_workers, iterate_batches
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
 if TYPE_CHECKING:
@@ -39,14 +41,16 @@ class TrainConfig:
     size: int = 128              # working resolution S (pixels, divisible by 8)
     width: int = 16              # U-Net width of the first level
     qam_width: int = 8           # QAM width of the first stage
-    batch_size: int = 16         # the QAM softmax runs over this many samples (>= 8)
+    batch_size: int = 8          # the QAM softmax runs over this many samples (>= 8)
     lr: float = 1e-3             # Adam learning rate of both networks
-    epochs: int | None = None    # None: chosen from the dataset size by default_epochs()
+    epochs: int | None = None    # None: DEFAULT_STEPS optimizer steps, as epochs (see default_epochs)
     seed: int = 0
     device: str = "cpu"          # resolved device name, "cpu" or "cuda[:i]"
     augment: bool = True         # random affine + intensity jitter, identical on image and mask
     flips: bool = False          # left-right flips (off: left and right matter in X-rays)
     precision: str = "auto"      # "auto" (bf16 on CPUs with native bf16, fp16 on CUDA), "fp32", "bf16"
+    early_stop: bool = True      # stop before ``epochs`` once the ranking by training loss is stable
+    workers: int | None = None   # batch-loading processes; None: 0 on CPU, up to 4 beside a GPU
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -59,9 +63,61 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
-def default_epochs(num_samples: int) -> int:
-    """Epochs for a dataset of ``num_samples``: about 8,000 sample visits, 3 to 40 epochs."""
-    return int(np.clip(math.ceil(8000 / max(num_samples, 1)), 3, 40))
+DEFAULT_STEPS = 500  # optimizer steps of a default run (docs/BENCHMARKS.md: detection quality against steps)
+
+
+def default_epochs(num_samples: int, batch_size: int = 8) -> int:
+    """Epochs that give about DEFAULT_STEPS optimizer steps on ``num_samples``, at least 3 and at most 40.
+
+    Small datasets are capped at 40 epochs; large ones get 3 epochs, so that every sample has a loss
+    history, which means more steps as the data grows (17 epochs for JSRT's 247 images at batch 8).
+    """
+    return int(np.clip(math.ceil(DEFAULT_STEPS * batch_size / max(num_samples, 1)), 3, 40))
+
+
+STABILITY_WINDOW = 3        # epochs averaged into one ranking of the per-sample training loss
+STABLE_CORRELATION = 0.93   # Spearman correlation of two successive windows that counts as stable
+LEARNED_DICE = 0.5          # a class is learned once its median training soft Dice reaches this
+MIN_EPOCH_FRACTION = 0.5    # never stop before this share of the epoch budget
+WEIGHT_AVERAGE_DECAY = 0.5  # the result averages epoch-end weights: epoch e counts 0.5 ** (E - e)
+
+
+def ranking_stability(history_loss: np.ndarray, window: int = STABILITY_WINDOW) -> float | None:
+    """Spearman correlation between the per-sample mean training loss of the last ``window`` epochs
+    and of the ``window`` epochs before them; None until 2 * window epochs exist.
+
+    history_loss: (E, N) per-sample loss of the epochs so far. 1.0 means the order of the samples
+    by loss (the order that makes the late-loss signal) no longer changes.
+    """
+    if history_loss.shape[0] < 2 * window or history_loss.shape[1] < 3:
+        return None
+    recent = np.nanmean(history_loss[-window:], axis=0)
+    before = np.nanmean(history_loss[-2 * window : -window], axis=0)
+    ranks = [np.argsort(np.argsort(values, kind="stable"), kind="stable") for values in (recent, before)]
+    correlation = np.corrcoef(ranks[0], ranks[1])[0, 1]
+    return float(correlation) if np.isfinite(correlation) else None
+
+
+def classes_learned(history_dice: np.ndarray) -> bool:
+    """Whether, in the last epoch, every class's median training soft Dice reached LEARNED_DICE.
+
+    history_dice: (E, N, K). The median over samples ignores up to half of them having bad masks.
+    Small structures (JSRT's clavicles) are learned many epochs after large ones, and until then
+    the ranking is stable only because it ignores them (docs/BENCHMARKS.md, convergence).
+    """
+    if history_dice.shape[0] == 0:
+        return False
+    return bool((np.nanmedian(history_dice[-1], axis=0) >= LEARNED_DICE).all())
+
+
+def should_stop_early(history_loss: np.ndarray, history_dice: np.ndarray, budget: int) -> bool:
+    """True once MIN_EPOCH_FRACTION of ``budget`` epochs ran, every class is learned and the loss
+    ranking is stable. history_loss: (E, N); history_dice: (E, N, K), E = epochs finished."""
+    finished = history_loss.shape[0]
+    if finished < math.ceil(MIN_EPOCH_FRACTION * budget) or finished >= budget:
+        return False
+    stability = ranking_stability(history_loss)
+    return stability is not None and stability >= STABLE_CORRELATION and classes_learned(history_dice)
 
 
 @dataclass
@@ -76,6 +132,7 @@ class TrainResult:
     history_weight: np.ndarray   # batch weight w_i times the batch size (1 = an average sample)
     history_dice: np.ndarray     # (E, N, K) soft Dice of the training prediction against the given mask
     seconds: float = 0.0
+    epoch_budget: int = 0        # epochs the run was allowed; more than E when it stopped early
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,6 +191,23 @@ def per_sample_loss(
     intersection = (probabilities * masks).sum(dim=(2, 3))
     dice = (2 * intersection + 1.0) / (probabilities.sum(dim=(2, 3)) + masks.sum(dim=(2, 3)) + 1.0)
     return cross_entropy + (1.0 - dice.mean(dim=1)), dice
+
+
+def weighted_loss(
+    unet: torch.nn.Module, qam: torch.nn.Module | None, images: torch.Tensor, masks: torch.Tensor, *,
+    config: TrainConfig, amp_dtype: torch.dtype | None, multilabel: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass of the joint objective on a batch: (sum_i w_i L_i, L (B,), Dice (B, K), t (B,), w (B,)).
+
+    The U-Net runs under autocast with ``amp_dtype``. The QAM stays in fp32: its score drives the
+    batch softmax, and its GroupNorm runs twice as fast in fp32 as in bf16 on a CPU (docs/BENCHMARKS.md).
+    """
+    with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits, _ = unet(images)
+    t = qam(images, masks)[0] if qam is not None else torch.zeros(len(images), device=images.device)
+    loss_i, dice_i = per_sample_loss(logits.float(), masks, multilabel=multilabel)
+    weights = ocm_weights(t.float(), mode=config.mode, lam=config.lam)
+    return (weights * loss_i).sum(), loss_i, dice_i, t, weights
 
 
 def augment_batch(
@@ -196,6 +270,7 @@ def train(
     resume: bool = False,
     progress: bool = False,
     group: ProcessGroup = ProcessGroup(),
+    on_epoch_end: "Callable[[int, UNet, QualityAwarenessModule | None, dict[str, np.ndarray]], None] | None" = None,
 ) -> TrainResult:
     """Train the U-Net and the QAM jointly on ``data``, checkpointing to ``out_dir/model.pt`` each epoch.
 
@@ -203,6 +278,8 @@ def train(
     Under torchrun (``group.active``) both networks are wrapped in DistributedDataParallel, each
     process trains on its own share of every epoch's mini-batches (the QAM softmax stays per local
     mini-batch), histories are summed across processes, and only the main process checkpoints.
+    ``on_epoch_end(epoch, unet, qam, history)``, if given, is called after every epoch (0-based) with
+    the unwrapped networks in training mode and the (E, N) histories filled up to that epoch.
     Raises TrainingError when the loss stops being finite, CheckpointError for a bad checkpoint.
     """
     import time
@@ -212,7 +289,11 @@ def train(
     num_samples, image_channels = data.images.shape[:2]
     num_classes = data.masks.shape[1]
     multilabel = data.index.multilabel
-    epochs = config.epochs or default_epochs(num_samples)
+    # Each process takes batch_size / world_size samples a step, but at least 8 for the QAM softmax: the
+    # global batch is batch_size, or 8 x world_size when that is larger. The default budget counts
+    # optimizer steps of that global batch, so it is the same number of steps on any number of processes.
+    local_batch_size = max(8, config.batch_size // group.world_size)
+    epochs = config.epochs or default_epochs(num_samples, local_batch_size * group.world_size)
     unet, qam = build_models(image_channels, num_classes, multilabel=multilabel, config=config)
     unet.to(device)
     parameters = list(unet.parameters())
@@ -236,7 +317,12 @@ def train(
     unet.to(memory_format=memory_format)
     if qam is not None:
         qam.to(memory_format=memory_format)
-    unet_module, qam_module = unet, qam  # unwrapped, for checkpoints and the result
+    unet_module, qam_module = unet, qam  # unwrapped, for checkpoints
+    # The result is an average of the epoch-end weights, not the last step's: with a constant learning
+    # rate the last epoch's model is a noisy draw (detection AUROC moves by +-0.01 between epochs).
+    average_unet, average_qam = copy.deepcopy(unet), copy.deepcopy(qam)
+    if resume and first_epoch:
+        _restore_averages(checkpoint_path, average_unet, average_qam)
     if group.active:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -244,11 +330,12 @@ def train(
         unet = DistributedDataParallel(unet, device_ids=device_ids)
         if qam is not None:
             qam = DistributedDataParallel(qam, device_ids=device_ids)
-    # Each process takes batch_size / world_size samples a step (at least 8 for the QAM softmax), so the
-    # global batch and the number of optimizer steps per epoch stay those of a single-process run.
-    local_batch_size = max(8, config.batch_size // group.world_size)
     amp_dtype = autocast_dtype(device, config.precision)
+    workers = default_workers(device) if config.workers is None else config.workers
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    finished = first_epoch
+    if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs):
+        first_epoch = epochs  # a resumed run that had already stopped early: nothing left to train
     bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not (progress and group.is_main),
                initial=first_epoch, total=epochs)
     for epoch in bar:
@@ -259,20 +346,14 @@ def train(
         losses, low_quarter_shares = [], []
         seen = {key: np.zeros_like(values[epoch]) for key, values in history.items()}  # this process's rows
         batches = epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
-        for batch in batches[group.rank :: group.world_size]:
-            rows = np.sort(batch)
-            images = _to_device(np.asarray(data.images[rows], dtype=np.float32) / 255.0, device)
-            masks = _to_device(np.asarray(data.masks[rows], dtype=np.float32), device)
+        for rows, images, masks in iterate_batches(data.images, data.masks, batches[group.rank :: group.world_size],
+                                                   workers=workers, device=device):
             if config.augment:
                 images, masks = augment_batch(images, masks, generator, flips=config.flips)
             images = images.contiguous(memory_format=memory_format)
             masks = masks.contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits, _ = unet(images)
-                t = qam(images, masks)[0] if qam is not None else torch.zeros(len(rows), device=device)
-            loss_i, dice_i = per_sample_loss(logits.float(), masks, multilabel=multilabel)
-            weights = ocm_weights(t.float(), mode=config.mode, lam=config.lam)
-            loss = (weights * loss_i).sum()
+            loss, loss_i, dice_i, t, weights = weighted_loss(unet, qam, images, masks, config=config,
+                                                             amp_dtype=amp_dtype, multilabel=multilabel)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}; "
@@ -291,12 +372,16 @@ def train(
             low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
         for key, values in seen.items():  # every sample is seen by exactly one process each epoch
             history[key][epoch] = sum_across(values, group)
+        average_weights(average_unet, unet_module, first=epoch == 0)
+        if qam is not None:
+            average_weights(average_qam, qam_module, first=epoch == 0)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", low_q_weight=f"{np.mean(low_quarter_shares):.2f}")
         if checkpoint_path is not None and group.is_main:
             save_checkpoint(
                 checkpoint_path,
-                unet=unet_module,
-                qam=qam_module,
+                unet=average_unet,
+                qam=average_qam,
+                training_networks=(unet_module, qam_module),
                 optimizer=optimizer,
                 config=dataclasses.asdict(config),
                 classes=list(data.index.classes),
@@ -305,14 +390,22 @@ def train(
                 epoch=epoch + 1,
                 histories=history,
             )
-    unet, qam = unet_module, qam_module
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, average_unet, average_qam, history)
+        finished = epoch + 1
+        if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs):
+            break  # every process sees the same summed history, so all stop together
+    bar.close()
+    history = {key: values[:finished] for key, values in history.items()}
+    unet, qam = average_unet, average_qam
     unet.eval().cpu().to(memory_format=torch.contiguous_format)
     if qam is not None:
         qam.eval().cpu().to(memory_format=torch.contiguous_format)
     return TrainResult(
         unet=unet,
         qam=qam,
-        config=dataclasses.replace(config, epochs=epochs),
+        config=dataclasses.replace(config, epochs=finished),
+        epoch_budget=epochs,
         history_loss=history["loss"],
         history_t=history["t"],
         history_weight=history["weight"],
@@ -321,12 +414,24 @@ def train(
     )
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A batch as a tensor on ``device``; on CUDA through pinned memory, copied asynchronously."""
-    tensor = torch.from_numpy(array)
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
+def average_weights(average: torch.nn.Module, current: torch.nn.Module, *, first: bool,
+                    decay: float = WEIGHT_AVERAGE_DECAY) -> None:
+    """average <- decay * average + (1 - decay) * current for every float parameter and buffer (BatchNorm
+    statistics included); integer buffers and the ``first`` update are copied."""
+    with torch.no_grad():
+        for mine, theirs in zip(average.state_dict().values(), current.state_dict().values()):
+            if first or not mine.is_floating_point():
+                mine.copy_(theirs)
+            else:
+                mine.mul_(decay).add_(theirs.detach(), alpha=1.0 - decay)
+
+
+def _restore_averages(checkpoint_path: Path, average_unet: UNet, average_qam: QualityAwarenessModule | None) -> None:
+    """Load the averaged networks of a checkpoint that ``_restore`` has already accepted."""
+    state = load_checkpoint(checkpoint_path)
+    average_unet.load_state_dict(state["unet"])
+    if average_qam is not None:
+        average_qam.load_state_dict(state["qam"])
 
 
 def _low_quarter_share(t: torch.Tensor, weights: torch.Tensor) -> float:
@@ -358,9 +463,9 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history, *, classes:
                 f"{', '.join(saved_classes)}; the dataset now has {history['loss'].shape[1]} samples of "
                 f"{', '.join(classes)}; start again with --overwrite instead of --resume"
             )
-        unet.load_state_dict(state["unet"])
+        unet.load_state_dict(state["training_networks"]["unet"])
         if qam is not None:
-            qam.load_state_dict(state["qam"])
+            qam.load_state_dict(state["training_networks"]["qam"])
         optimizer.load_state_dict(state["optimizer"])
         finished = int(state["epoch"])
         for key, values in state["histories"].items():

@@ -76,7 +76,8 @@ def test_run_json_and_report_are_written(scanned):
     dataset, out, _, output = scanned
     run = json.loads((out / "run.json").read_text())
     assert run["dataset"]["num_samples"] == 40
-    assert run["options"]["epochs"] == 30 and run["seed"] == 0
+    # 30 epochs is the budget; early stopping may end the run once half of it is spent
+    assert run["options"]["epoch_budget"] == 30 and 15 <= run["options"]["epochs"] <= 30 and run["seed"] == 0
     assert set(run["stage_seconds"]) >= {"load", "train", "score", "cluster", "export", "report"}
     assert (out / "report.html").is_file()
     assert str(out / "scores.csv") in output
@@ -103,8 +104,11 @@ def test_layout_a_scan_writes_label_index_suggestions(make_layout_a, tmp_path):
     dataset = make_layout_a(12, num_classes=2, size=(32, 32))
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["scan", str(dataset), "--out", str(out), "--size", "32", "--epochs", "2",
-                                       "--batch-size", "8", "--threshold", "1.0", "--quiet", "--no-report"])
+                                       "--batch-size", "8", "--threshold", "1.0", "--quiet", "--no-report",
+                                       "--workers", "1", "--no-early-stop"])
     assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["options"]["epochs"] == run["options"]["epoch_budget"] == 2
     rows = read_scores_csv(out / "scores.csv")
     assert len(rows) == 12 and all(row["suspect"] == "1" for row in rows)
     labels = np.asarray(Image.open(out / "suggested" / "masks" / f"{rows[0]['id']}.png"))

@@ -13,7 +13,17 @@ from maskaudit.dataset import DatasetIndex, Sample
 from maskaudit.errors import CheckpointError
 from maskaudit.models import QualityAwarenessModule, UNet
 from maskaudit.prepare import PreparedData
-from maskaudit.train import CHECKPOINT_NAME, TrainConfig, augment_batch, epoch_batches, per_sample_loss, train
+from maskaudit.train import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    augment_batch,
+    classes_learned,
+    epoch_batches,
+    per_sample_loss,
+    ranking_stability,
+    should_stop_early,
+    train,
+)
 
 
 def tiny_data(n: int = 20, *, size: int = 32, layout: str = "B", bad_fraction: float = 0.0, seed: int = 0,
@@ -158,3 +168,71 @@ def test_qam_down_weights_planted_bad_labels():
     result = train(data, small_config(epochs=8, width=8, lr=3e-3, augment=False))
     late = result.history_weight[4:]
     assert late[:, bad].mean() < 0.8 * late[:, ~bad].mean()
+
+
+def test_ranking_stability_compares_two_windows_of_the_loss_ranking():
+    rng = np.random.default_rng(0)
+    assert ranking_stability(rng.random((5, 30))) is None  # fewer than 2 windows of 3 epochs
+    settled = np.tile(np.arange(30.0), (6, 1)) + rng.normal(0, 0.01, (6, 30))
+    assert ranking_stability(settled) == pytest.approx(1.0)
+    reversed_order = np.vstack([np.tile(np.arange(30.0), (3, 1)), np.tile(-np.arange(30.0), (3, 1))])
+    assert ranking_stability(reversed_order) == pytest.approx(-1.0)
+    assert abs(ranking_stability(rng.random((6, 200)))) < 0.3
+
+
+def test_early_stop_waits_for_every_class_half_the_budget_and_a_stable_ranking():
+    stable_loss = np.tile(np.arange(30.0), (10, 1))
+    learned = np.full((10, 30, 2), 0.9)
+    assert should_stop_early(stable_loss, learned, budget=20)
+    assert not should_stop_early(stable_loss[:9], learned[:9], budget=20)  # before half the budget
+    assert not should_stop_early(stable_loss, learned, budget=10)  # the budget is spent anyway
+    small_class_missing = learned.copy()
+    small_class_missing[-1, :, 1] = 0.05  # e.g. the clavicles, still predicted empty
+    assert not classes_learned(small_class_missing) and classes_learned(learned)
+    assert not should_stop_early(stable_loss, small_class_missing, budget=20)
+    # up to half the samples with a bad mask (Dice near 0) do not hide a learned class
+    mixed = learned.copy()
+    mixed[-1, :14, 1] = 0.0
+    assert classes_learned(mixed)
+    unsettled = stable_loss.copy()
+    unsettled[-3:] = np.random.default_rng(1).random((3, 30))
+    assert not should_stop_early(unsettled, learned, budget=20)
+
+
+def test_training_stops_when_the_rule_says_so_and_resume_does_not_train_further(tmp_path, monkeypatch):
+    # The rule itself is tested above; here every epoch counts as stable and learned, so the run must
+    # stop exactly when half of its budget of 12 epochs is spent.
+    import maskaudit.train as train_module
+
+    monkeypatch.setattr(train_module, "STABLE_CORRELATION", -1.0)
+    monkeypatch.setattr(train_module, "LEARNED_DICE", 0.0)
+    data, _ = tiny_data(16)
+    config = small_config(epochs=12)
+    result = train(data, config, out_dir=tmp_path)
+    assert result.history_loss.shape == (6, 16) and result.history_dice.shape == (6, 16, 2)
+    assert result.config.epochs == 6 and result.epoch_budget == 12
+    assert np.isfinite(result.history_loss).all()
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 6
+    resumed = train(data, config, out_dir=tmp_path, resume=True)
+    np.testing.assert_array_equal(resumed.history_loss, result.history_loss)
+    for mine, theirs in zip(resumed.unet.state_dict().values(), result.unet.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    full = train(data, small_config(epochs=12, early_stop=False))
+    assert full.history_loss.shape[0] == 12
+    np.testing.assert_array_equal(full.history_loss[:6], result.history_loss)
+
+
+def test_the_result_is_the_average_of_the_epoch_end_weights(tmp_path):
+    data, _ = tiny_data(16)
+    snapshots = []
+
+    def keep_training_weights(epoch, unet, qam, history):
+        state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+        snapshots.append({key: value.clone() for key, value in state["training_networks"]["unet"].items()})
+
+    result = train(data, small_config(epochs=3), out_dir=tmp_path, on_epoch_end=keep_training_weights)
+    name = "head.weight" if "head.weight" in snapshots[0] else next(
+        key for key, value in snapshots[0].items() if value.is_floating_point())
+    expected = 0.25 * snapshots[0][name] + 0.25 * snapshots[1][name] + 0.5 * snapshots[2][name]
+    torch.testing.assert_close(result.unet.state_dict()[name], expected)
+    assert not torch.equal(result.unet.state_dict()[name], snapshots[2][name])
