@@ -3,9 +3,10 @@
 For each (dataset, fraction) it makes a corrupted copy with a known truth list, runs
 ``maskaudit scan`` with its defaults, and in the same run the pipeline a cleanlab user would
 build (K-fold out-of-fold U-Net predictions scored by cleanlab.segmentation.rank) on the same
-prepared arrays with the same epochs. It reports AUROC, AP and precision at k overall and per
-corruption kind, plus wall time, for maskaudit's quality_score, the raw QAM score alone and
-cleanlab.
+prepared arrays, each fold model trained for maskaudit's epoch budget; K = 5 (cleanlab's own
+default) and K = 2 by default. It reports AUROC, AP and precision at k overall and per
+corruption kind, wall times and their ratios, for maskaudit's quality_score, the raw QAM score
+alone and each cleanlab pipeline.
 
     python -m benchmarks.run_detection                          # JSRT 40 % mixed + synthetic RGB
     python -m benchmarks.run_detection --datasets jsrt --fractions 0.25 0.5 0.75
@@ -68,16 +69,32 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
         from benchmarks.cleanlab_pipeline import run_cleanlab_pipeline
 
         data = prepare(find_dataset(corrupted), size=train_config.size, cache_dir=out_dir / "cache")
-        epochs = args.epochs or default_epochs(len(data.images))
-        scores, cleanlab_seconds = run_cleanlab_pipeline(
-            np.asarray(data.images), np.asarray(data.masks), folds=args.folds, epochs=epochs, seed=args.seed,
-            width=args.width,
-        )
-        name_cl = f"cleanlab {args.folds}-fold"
-        reports[name_cl] = detection_report(truth, dict(zip((s.id for s in data.index.samples), scores)))
-        seconds[name_cl] = cleanlab_seconds
+        epochs = args.cleanlab_epochs or args.epochs or default_epochs(len(data.images), train_config.batch_size)
+        for folds in args.folds:
+            scores, cleanlab_seconds = run_cleanlab_pipeline(
+                np.asarray(data.images), np.asarray(data.masks), folds=folds, epochs=epochs, seed=args.seed,
+                batch_size=train_config.batch_size, precision=args.precision,
+                width=args.width,
+            )
+            name_cl = f"cleanlab {folds}-fold"
+            reports[name_cl] = detection_report(truth, dict(zip((s.id for s in data.index.samples), scores)))
+            seconds[name_cl] = cleanlab_seconds
     return {"dataset": name, "fraction": fraction, "kinds": list(kinds), "reports": reports, "seconds": seconds,
             "stage_seconds": result.stage_seconds}
+
+
+def speed_ratios(outcome: dict) -> list[str]:
+    """One line per K-fold pipeline: how many times maskaudit's wall time it took, and both AUROCs."""
+    ours = "maskaudit quality_score"
+    lines = []
+    for name, seconds in outcome["seconds"].items():
+        if name.startswith("cleanlab"):
+            lines.append(
+                f"{name}: {seconds / outcome['seconds'][ours]:.2f}x maskaudit's wall time; AUROC "
+                f"{outcome['reports'][ours]['overall']['auroc']:.3f} (maskaudit) vs "
+                f"{outcome['reports'][name]['overall']['auroc']:.3f}"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default: maskaudit's default for the dataset size")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--folds", type=int, nargs="+", default=[5, 2],
+                        help="K of each K-fold cleanlab pipeline to run (5 is cleanlab's own default, cv_n_folds)")
+    parser.add_argument("--cleanlab-epochs", type=int, default=None,
+                        help="epochs of each fold's U-Net; default: maskaudit's epoch budget for the dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cleanlab", action="store_true")
     parser.add_argument("--progress", action="store_true")
@@ -102,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(outcome)
             print(f"\n### {name}, {fraction:.0%} of samples corrupted ({', '.join(outcome['kinds'])})\n")
             print(format_markdown_table(outcome["reports"], extra_rows={"wall time (s)": outcome["seconds"]}))
+            print()
+            for line in speed_ratios(outcome):
+                print(line)
             print(f"\nmaskaudit stage seconds: {json.dumps({k: round(v, 1) for k, v in outcome['stage_seconds'].items()})}")
             sys.stdout.flush()
     if args.json:

@@ -22,14 +22,15 @@ import numpy as np
 import torch
 
 from maskaudit.inference import run_networks
-from maskaudit.models import QualityAwarenessModule, UNet, ocm_weights
-from maskaudit.train import autocast_dtype, per_sample_loss
+from maskaudit.models import QualityAwarenessModule, UNet
+from maskaudit.train import TrainConfig, autocast_dtype, weighted_loss
 
 REPO = Path(__file__).resolve().parents[1]
 JSRT = REPO.parent / "shared" / "datasets" / "jsrt"
 
 
-def training_throughput(size: int, *, precision: str, steps: int = 6, batch: int = 16, width: int = 16) -> float:
+def training_throughput(size: int, *, precision: str, steps: int = 12, batch: int = TrainConfig().batch_size,
+                        width: int = 16) -> float:
     """Images per second of joint U-Net + QAM training steps on random data (after one warm-up step)."""
     torch.manual_seed(0)
     unet, qam = UNet(1, 5, width=width), QualityAwarenessModule(1, 5, width=8)
@@ -42,11 +43,7 @@ def training_throughput(size: int, *, precision: str, steps: int = 6, batch: int
     for step in range(steps + 1):
         if step == 1:
             started = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, _ = unet(images)
-            t, _ = qam(images, masks)
-        losses, _ = per_sample_loss(logits.float(), masks, multilabel=True)
-        loss = (ocm_weights(t.float(), mode="qam-ocm") * losses).sum()
+        loss = weighted_loss(unet, qam, images, masks, config=TrainConfig(), amp_dtype=dtype, multilabel=True)[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
