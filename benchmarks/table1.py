@@ -118,7 +118,7 @@ def run_mode(mode: str, args: argparse.Namespace, data_root: Path, out_dir: Path
     config = TrainConfig(
         mode="baseline" if mode == "clean-baseline" else mode, lam=args.lam, size=args.size, width=args.width,
         qam_width=args.qam_width, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, seed=args.seed,
-        precision=args.precision,
+        precision=args.precision, early_stop=False,  # every mode trains exactly --epochs
     )
     if args.loss == "ce":
         _use_cross_entropy_only()
