@@ -6,7 +6,7 @@ a scan stopped there would return (the epoch-end weight average) exactly as ``sc
 that ``maskaudit.train`` uses to stop early, so the stop rule can be checked against the curve.
 
     python -m benchmarks.convergence                                  # defaults, 40 % mixed
-    python -m benchmarks.convergence --epochs 33 --batch-size 16                 # the 0.1.0 defaults
+    python -m benchmarks.convergence --epochs 33 --batch-size 16 --weight-average 0   # the 0.1 defaults
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--weight-average", type=float, default=0.5, help="0 scores the last epoch's weights")
     parser.add_argument("--every", type=int, default=3, help="score a snapshot every this many epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs" / "convergence")
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     root, truth = corrupted_jsrt(args.runs, args.fraction, args.seed)
     data = prepare(find_dataset(root), size=128, cache_dir=args.runs / f"cache-{root.name}")
     epochs = args.epochs or default_epochs(len(data.images), args.batch_size)
-    config = TrainConfig(epochs=epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, early_stop=False)
+    config = TrainConfig(epochs=epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, early_stop=False,
+                         weight_average=args.weight_average)
     rows, clock = [], {"train": 0.0, "mark": time.perf_counter()}
 
     def on_epoch_end(epoch, unet, qam, history):

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_NAME = "model.pt"
 # Fields that must match for --resume to continue a run rather than start a different one.
-_RESUME_KEYS = ("mode", "lam", "size", "width", "qam_width", "batch_size", "seed", "flips", "augment")
+_RESUME_KEYS = ("mode", "lam", "size", "width", "qam_width", "batch_size", "seed", "flips", "augment",
+                "weight_average")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class TrainConfig:
     precision: str = "auto"      # "auto" (bf16 on CPUs with native bf16, fp16 on CUDA), "fp32", "bf16"
     early_stop: bool = True      # stop before ``epochs`` once the ranking by training loss is stable
     workers: int | None = None   # batch-loading processes; None: 0 on CPU, up to 4 beside a GPU
+    weight_average: float = 0.5  # result = epoch-end weights averaged with this decay; 0: the last epoch's
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -59,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 8 for the batch softmax, got {self.batch_size}")
         if self.size % 8:
             raise ValueError(f"size must be divisible by 8, got {self.size}")
+        if not 0.0 <= self.weight_average < 1.0:
+            raise ValueError(f"weight_average must be in [0, 1), got {self.weight_average}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -79,7 +83,6 @@ STABILITY_WINDOW = 3        # epochs averaged into one ranking of the per-sample
 STABLE_CORRELATION = 0.93   # Spearman correlation of two successive windows that counts as stable
 LEARNED_DICE = 0.5          # a class is learned once its median training soft Dice reaches this
 MIN_EPOCH_FRACTION = 0.5    # never stop before this share of the epoch budget
-WEIGHT_AVERAGE_DECAY = 0.5  # the result averages epoch-end weights: epoch e counts 0.5 ** (E - e)
 
 
 def ranking_stability(history_loss: np.ndarray, window: int = STABILITY_WINDOW) -> float | None:
@@ -372,9 +375,9 @@ def train(
             low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
         for key, values in seen.items():  # every sample is seen by exactly one process each epoch
             history[key][epoch] = sum_across(values, group)
-        average_weights(average_unet, unet_module, first=epoch == 0)
+        average_weights(average_unet, unet_module, first=epoch == 0, decay=config.weight_average)
         if qam is not None:
-            average_weights(average_qam, qam_module, first=epoch == 0)
+            average_weights(average_qam, qam_module, first=epoch == 0, decay=config.weight_average)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", low_q_weight=f"{np.mean(low_quarter_shares):.2f}")
         if checkpoint_path is not None and group.is_main:
             save_checkpoint(
@@ -414,8 +417,7 @@ def train(
     )
 
 
-def average_weights(average: torch.nn.Module, current: torch.nn.Module, *, first: bool,
-                    decay: float = WEIGHT_AVERAGE_DECAY) -> None:
+def average_weights(average: torch.nn.Module, current: torch.nn.Module, *, first: bool, decay: float) -> None:
     """average <- decay * average + (1 - decay) * current for every float parameter and buffer (BatchNorm
     statistics included); integer buffers and the ``first`` update are copied."""
     with torch.no_grad():

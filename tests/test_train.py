@@ -236,3 +236,6 @@ def test_the_result_is_the_average_of_the_epoch_end_weights(tmp_path):
     expected = 0.25 * snapshots[0][name] + 0.25 * snapshots[1][name] + 0.5 * snapshots[2][name]
     torch.testing.assert_close(result.unet.state_dict()[name], expected)
     assert not torch.equal(result.unet.state_dict()[name], snapshots[2][name])
+    last = train(data, small_config(epochs=3, weight_average=0.0))  # 0: the last epoch's weights as they are
+    for key, value in last.unet.state_dict().items():
+        assert torch.equal(value, snapshots[2][key])
