@@ -1,6 +1,6 @@
 """How does detection quality grow with training, and when is the ranking stable?
 
-Trains maskaudit once on a corrupted JSRT copy and, after selected epochs, scores the networks
+Trains maskaudit once on a corrupted copy of JSRT (or of the synthetic RGB set) and, after selected epochs, scores the networks
 a scan stopped there would return (the epoch-end weight average) exactly as ``scan`` does
 (signals + quality_score), giving AUROC and AP of the ranking at that point of training. Every epoch it also prints the ranking-stability statistic
 that ``maskaudit.train`` uses to stop early, so the stop rule can be checked against the curve.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.corruptions import CORRUPTIONS
 from benchmarks.detection_metrics import detection_report
 from benchmarks.make_corrupted import make_corrupted, read_truth
+from benchmarks.run_detection import clean_source
 from maskaudit.dataset import find_dataset
 from maskaudit.prepare import prepare
 from maskaudit.scoring import quality_scores
@@ -29,14 +29,14 @@ from maskaudit.signals import compute_signals
 from maskaudit.train import TrainConfig, TrainResult, classes_learned, default_epochs, ranking_stability, train
 
 REPO = Path(__file__).resolve().parents[1]
-JSRT = REPO.parent / "shared" / "datasets" / "jsrt"
 
 
-def corrupted_jsrt(runs: Path, fraction: float, seed: int) -> tuple[Path, dict]:
-    """The corrupted copy and its truth, made once and reused (make_corrupted is deterministic)."""
-    root = runs / f"jsrt-{int(fraction * 100)}pct-seed{seed}"
+def corrupted_copy(name: str, runs: Path, fraction: float, seed: int) -> tuple[Path, dict]:
+    """The corrupted copy of dataset ``name`` and its truth, made once and reused (both are deterministic)."""
+    source, kinds = clean_source(name, runs, seed=seed)
+    root = runs / f"{name}-{int(fraction * 100)}pct-seed{seed}"
     if not (root / "truth.csv").exists():
-        make_corrupted(JSRT, root, fraction=fraction, kinds=tuple(CORRUPTIONS), seed=seed, overwrite=True)
+        make_corrupted(source, root, fraction=fraction, kinds=kinds, seed=seed, overwrite=True)
     return root, read_truth(root / "truth.csv")
 
 
@@ -60,6 +60,7 @@ def snapshot_detection(data, config, unet, qam, history, epoch, truth) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="jsrt", help="jsrt or synthetic-rgb")
     parser.add_argument("--fraction", type=float, default=0.4)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.runs.mkdir(parents=True, exist_ok=True)
-    root, truth = corrupted_jsrt(args.runs, args.fraction, args.seed)
+    root, truth = corrupted_copy(args.dataset, args.runs, args.fraction, args.seed)
     data = prepare(find_dataset(root), size=128, cache_dir=args.runs / f"cache-{root.name}")
     epochs = args.epochs or default_epochs(len(data.images), args.batch_size)
     config = TrainConfig(epochs=epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, early_stop=False,

@@ -79,8 +79,9 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
             name_cl = f"cleanlab {folds}-fold"
             reports[name_cl] = detection_report(truth, dict(zip((s.id for s in data.index.samples), scores)))
             seconds[name_cl] = cleanlab_seconds
+    options = json.loads((out_dir / "run.json").read_text())["options"]
     return {"dataset": name, "fraction": fraction, "kinds": list(kinds), "reports": reports, "seconds": seconds,
-            "stage_seconds": result.stage_seconds}
+            "stage_seconds": result.stage_seconds, "epochs": options["epochs"], "epoch_budget": options["epoch_budget"]}
 
 
 def speed_ratios(outcome: dict) -> list[str]:
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             print()
             for line in speed_ratios(outcome):
                 print(line)
-            print(f"\nmaskaudit stage seconds: {json.dumps({k: round(v, 1) for k, v in outcome['stage_seconds'].items()})}")
+            print(f"\nmaskaudit trained {outcome['epochs']} of {outcome['epoch_budget']} epochs.")
+            print(f"maskaudit stage seconds: {json.dumps({k: round(v, 1) for k, v in outcome['stage_seconds'].items()})}")
             sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))

@@ -66,7 +66,7 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
               help="Mini-batch size; the QAM weights are a softmax over each batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Most training epochs. Default: about 500 optimizer steps, at least 3 and at most 40 epochs.")
+              help="Most training epochs. Default: about 1,000 optimizer steps, at least 3 and at most 40 epochs.")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True,
               help="Stop before --epochs once every class is learned and the ranking by training loss is stable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice; same seed, same scores on CPU.")
