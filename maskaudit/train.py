@@ -398,6 +398,7 @@ def train(
             on_epoch_end(epoch, average_unet, average_qam, history)
         finished = epoch + 1
         if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs):
+            bar.set_description("train (ranking stable: stopped early)")
             break  # every process sees the same summed history, so all stop together
     bar.close()
     history = {key: values[:finished] for key, values in history.items()}
