@@ -40,6 +40,9 @@ LATE_EPOCH_FRACTION = 0.2       # "late" = the last 20 % of epochs (at least one
 TAIL_Z = 3.0                    # without a second component, suspicion z of 3 maps to quality 0.5
 MIN_FOR_MIXTURE = 20            # fewer samples than this: tail probability only
 BIC_MARGIN = 10.0               # the mixture must beat one Gaussian by this much BIC
+MAX_COMPONENTS = 3              # clean plus up to two kinds of bad label
+CLEAN_SPREAD = 2.0              # a component this many clean standard deviations above clean is bad
+MIN_CLEAN_WEIGHT = 0.1          # the clean reference component holds at least this share of samples
 RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
 
 
@@ -82,19 +85,40 @@ def suspicion(evidence_by_signal: dict[str, np.ndarray], weights: ScoreWeights =
 
 
 def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """(N,) quality in [0, 1], non-increasing in ``score``: P(clean) under a 2-component mixture."""
+    """(N,) quality in [0, 1], non-increasing in ``score``: P(clean) under a Gaussian mixture.
+
+    Mixtures of 1 to MAX_COMPONENTS components are fitted and the best by BIC is kept; the
+    component with the lowest mean is the clean one and every other is a kind of bad label (a few
+    gross errors and a group of subtle ones make two bad components, as in the demo). Without a
+    mixture clearly better than one Gaussian, quality is a tail probability.
+    """
     score = np.asarray(score, dtype=np.float64)
     tail = 1.0 / (1.0 + np.exp(np.clip(robust_z(score) - TAIL_Z, -50, 50)))
     if len(score) < MIN_FOR_MIXTURE or np.ptp(score) == 0:
         return tail
     column = score[:, None]
-    one = GaussianMixture(1, random_state=seed).fit(column)
-    two = GaussianMixture(2, random_state=seed, n_init=3).fit(column)
-    if two.bic(column) > one.bic(column) - BIC_MARGIN:
+    fits = [GaussianMixture(k, random_state=seed, n_init=1 if k == 1 else 3).fit(column)
+            for k in range(1, MAX_COMPONENTS + 1)]
+    bics = [fit.bic(column) for fit in fits]
+    best = int(np.argmin(bics))
+    if best == 0 or bics[best] > bics[0] - BIC_MARGIN:
         return tail
-    clean = int(np.argmin(two.means_[:, 0]))
-    posterior = two.predict_proba(column)[:, clean]
-    # A 1-D mixture with unequal variances is not monotone far out in the tails; make it so.
+    means = fits[best].means_[:, 0]
+    spreads = np.sqrt(fits[best].covariances_.reshape(-1))
+    weights = fits[best].weights_
+    # The clean reference is the lowest component holding at least MIN_CLEAN_WEIGHT of the samples
+    # (a handful of unusually clean samples may form a tiny component further down). Components
+    # centred within CLEAN_SPREAD of its standard deviations describe clean samples too: a
+    # heavy-tailed clean population fits as a narrow plus a wide Gaussian.
+    candidates = np.flatnonzero(weights >= MIN_CLEAN_WEIGHT)
+    reference = candidates[np.argmin(means[candidates])]
+    clean = means <= means[reference] + CLEAN_SPREAD * spreads[reference]
+    if clean.all():
+        return tail
+    posterior = fits[best].predict_proba(column)[:, clean].sum(axis=1)
+    # A 1-D mixture with unequal variances is not monotone in the tails: below the clean centre
+    # every sample is clean, and above it P(clean) may only fall.
+    posterior[score <= means[reference]] = 1.0
     order = np.argsort(score, kind="stable")
     posterior[order] = np.minimum.accumulate(posterior[order])
     # Posteriors saturate at 0 and 1; a small share of the rank keeps every sample's score distinct.

@@ -58,3 +58,24 @@ def test_tiny_datasets_get_scores_in_range(n):
     quality = quality_from_suspicion(np.arange(n, dtype=float))
     assert quality.shape == (n,)
     assert np.all((quality >= 0) & (quality <= 1))
+
+
+def test_gross_and_subtle_errors_are_both_flagged():
+    # The demo's shape: 45 clean, 3 gross errors far out, 12 subtle ones in between. A two-component
+    # mixture puts the subtle ones with the clean samples; a third component separates them.
+    rng = np.random.default_rng(4)
+    clean = rng.normal(0.4, 0.35, size=45)
+    subtle = rng.uniform(2.0, 6.5, size=12)
+    gross = rng.normal(14.6, 0.4, size=3)
+    quality = quality_from_suspicion(np.concatenate([clean, subtle, gross]))
+    flagged = quality < 0.5
+    assert flagged[45:].all()
+    assert flagged[:45].sum() <= 1
+
+
+@pytest.mark.parametrize("seed", range(5, 13))
+def test_heavy_tailed_clean_scores_flag_few_samples(seed):
+    # A heavy-tailed clean population fits best as a narrow plus a wide Gaussian, and a few very
+    # clean samples may make a tiny component below both: neither may turn everyone into a suspect.
+    score = np.random.default_rng(seed).standard_t(df=4, size=300)
+    assert (quality_from_suspicion(score) < 0.5).sum() <= 9  # at most 3 %
