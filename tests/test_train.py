@@ -239,3 +239,14 @@ def test_the_result_is_the_average_of_the_epoch_end_weights(tmp_path):
     last = train(data, small_config(epochs=3, weight_average=0.0))  # 0: the last epoch's weights as they are
     for key, value in last.unet.state_dict().items():
         assert torch.equal(value, snapshots[2][key])
+
+
+def test_a_checkpoint_without_training_networks_is_refused_for_resume(tmp_path):
+    # 0.1 checkpoints kept one set of weights; resuming from them would restart the averages wrongly.
+    data, _ = tiny_data(16)
+    train(data, small_config(epochs=1), out_dir=tmp_path)
+    state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    del state["training_networks"]
+    torch.save(state, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="does not fit this run"):
+        train(data, small_config(epochs=2), out_dir=tmp_path, resume=True)
