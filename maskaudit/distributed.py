@@ -72,6 +72,14 @@ def sum_across(array: np.ndarray, group: ProcessGroup) -> np.ndarray:
     return tensor.numpy().astype(array.dtype)
 
 
+def broadcast_buffers(module: torch.nn.Module, group: ProcessGroup) -> None:
+    """Give every process the main process's buffers of ``module`` (e.g. BatchNorm statistics, which
+    each process updates from its own batches between DDP's own broadcasts)."""
+    if group.active:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def gather_objects(value, group: ProcessGroup) -> list:
     """Every process's ``value``, in rank order ([value] in a single process)."""
     if not group.active:

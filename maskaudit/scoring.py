@@ -43,17 +43,21 @@ BIC_MARGIN = 10.0               # the mixture must beat one Gaussian by this muc
 MAX_COMPONENTS = 3              # clean plus up to two kinds of bad label
 CLEAN_SPREAD = 2.0              # a component this many clean standard deviations above clean is bad
 MIN_CLEAN_WEIGHT = 0.1          # the clean reference component holds at least this share of samples
+SPREAD_FLOOR = 0.1              # no component is narrower than this share of the scores' robust spread
 RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
+
+
+def _robust_scale(values: np.ndarray) -> float:
+    """1.4826 * MAD of finite ``values`` (their standard deviation if the MAD is 0)."""
+    scale = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    return scale if scale > 1e-12 else float(values.std())
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
     """(N,) values centred on their median and scaled by 1.4826 * MAD (or the std if MAD is 0)."""
     values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.nanmedian(values) if np.isfinite(values).any() else 0.0)
-    median = np.median(values)
-    scale = 1.4826 * np.median(np.abs(values - median))
-    if scale <= 1e-12:
-        scale = values.std()
-    return (values - median) / scale if scale > 1e-12 else np.zeros_like(values)
+    scale = _robust_scale(values)
+    return (values - np.median(values)) / scale if scale > 1e-12 else np.zeros_like(values)
 
 
 def evidence(signals: "Signals", result: "TrainResult", *, outlier_score: np.ndarray) -> dict[str, np.ndarray]:
@@ -87,12 +91,17 @@ def suspicion(evidence_by_signal: dict[str, np.ndarray], weights: ScoreWeights =
 def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """(N,) quality in [0, 1], non-increasing in ``score``: P(clean) under a Gaussian mixture.
 
-    Mixtures of 1 to MAX_COMPONENTS components are fitted and the best by BIC is kept; the
-    component with the lowest mean is the clean one and every other is a kind of bad label (a few
-    gross errors and a group of subtle ones make two bad components, as in the demo). Without a
-    mixture clearly better than one Gaussian, quality is a tail probability.
+    Mixtures of 1 to MAX_COMPONENTS components are fitted and the best by BIC is kept. The clean
+    reference is the lowest component holding at least MIN_CLEAN_WEIGHT of the samples; it and
+    every component centred within CLEAN_SPREAD of its standard deviations are clean, the others
+    are kinds of bad label (a few gross errors and a group of subtle ones make two bad components,
+    as in the demo). Without a mixture clearly better than one Gaussian, or without a bad
+    component, quality is a tail probability. Non-finite scores count as the median.
     """
     score = np.asarray(score, dtype=np.float64)
+    if not np.isfinite(score).all():
+        score = np.where(np.isfinite(score), score, np.nanmedian(np.where(np.isfinite(score), score, np.nan))
+                         if np.isfinite(score).any() else 0.0)
     tail = 1.0 / (1.0 + np.exp(np.clip(robust_z(score) - TAIL_Z, -50, 50)))
     if len(score) < MIN_FOR_MIXTURE or np.ptp(score) == 0:
         return tail
@@ -104,7 +113,8 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     if best == 0 or bics[best] > bics[0] - BIC_MARGIN:
         return tail
     means = fits[best].means_[:, 0]
-    spreads = np.sqrt(fits[best].covariances_.reshape(-1))
+    # (floored, so that a component of identical scores, e.g. duplicated samples, is not a point)
+    spreads = np.maximum(np.sqrt(fits[best].covariances_.reshape(-1)), SPREAD_FLOOR * _robust_scale(score))
     weights = fits[best].weights_
     # The clean reference is the lowest component holding at least MIN_CLEAN_WEIGHT of the samples
     # (a handful of unusually clean samples may form a tiny component further down). Components

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import ProcessGroup, sum_across
+from .distributed import ProcessGroup, broadcast_buffers, sum_across
 from .errors import CheckpointError, TrainingError
 from .loader import default_workers, iterate_batches
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
@@ -102,26 +102,43 @@ def ranking_stability(history_loss: np.ndarray, window: int = STABILITY_WINDOW) 
     return float(correlation) if np.isfinite(correlation) else None
 
 
-def classes_learned(history_dice: np.ndarray) -> bool:
+def classes_learned(history_dice: np.ndarray, present: np.ndarray | None = None) -> bool:
     """Whether, in the last epoch, every class's median training soft Dice reached LEARNED_DICE.
 
-    history_dice: (E, N, K). The median over samples ignores up to half of them having bad masks.
-    Small structures (JSRT's clavicles) are learned many epochs after large ones, and until then
-    the ranking is stable only because it ignores them (docs/BENCHMARKS.md, convergence).
+    history_dice: (E, N, K). present: (N, K) bool, whether each given mask contains the class
+    (None: all do); the median runs over those samples only, since the soft Dice of an empty mask
+    says little, and ignores up to half of them having bad masks. A class no mask contains is
+    skipped. Small structures (JSRT's clavicles) are learned many epochs after large ones, and
+    until then the ranking is stable only because it ignores them (docs/BENCHMARKS.md, 1.1).
     """
     if history_dice.shape[0] == 0:
         return False
-    return bool((np.nanmedian(history_dice[-1], axis=0) >= LEARNED_DICE).all())
+    last = history_dice[-1].astype(np.float64)
+    if present is not None:
+        last = np.where(present, last, np.nan)
+    medians = [np.nanmedian(column) for column in last.T if np.isfinite(column).any()]
+    return bool(np.all(np.asarray(medians) >= LEARNED_DICE))
 
 
-def should_stop_early(history_loss: np.ndarray, history_dice: np.ndarray, budget: int) -> bool:
+def should_stop_early(history_loss: np.ndarray, history_dice: np.ndarray, budget: int,
+                      present: np.ndarray | None = None) -> bool:
     """True once MIN_EPOCH_FRACTION of ``budget`` epochs ran, every class is learned and the loss
-    ranking is stable. history_loss: (E, N); history_dice: (E, N, K), E = epochs finished."""
+    ranking is stable. history_loss: (E, N); history_dice: (E, N, K), E = epochs finished;
+    present: (N, K) bool, which given masks contain each class (see classes_learned)."""
     finished = history_loss.shape[0]
     if finished < math.ceil(MIN_EPOCH_FRACTION * budget) or finished >= budget:
         return False
     stability = ranking_stability(history_loss)
-    return stability is not None and stability >= STABLE_CORRELATION and classes_learned(history_dice)
+    return (stability is not None and stability >= STABLE_CORRELATION
+            and classes_learned(history_dice, present))
+
+
+def classes_present(masks: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(N, K) bool: whether each mask of (N, K, S, S) contains each class, read in chunks of rows."""
+    return np.concatenate([
+        np.asarray(masks[start : start + chunk]).reshape(min(chunk, len(masks) - start), masks.shape[1], -1).any(axis=2)
+        for start in range(0, len(masks), chunk)
+    ]) if len(masks) else np.zeros((0, masks.shape[1]), bool)
 
 
 @dataclass
@@ -283,7 +300,8 @@ def train(
     process trains on its own share of every epoch's mini-batches (the QAM softmax stays per local
     mini-batch), histories are summed across processes, and only the main process checkpoints.
     ``on_epoch_end(epoch, unet, qam, history)``, if given, is called after every epoch (0-based) with
-    the unwrapped networks in training mode and the (E, N) histories filled up to that epoch.
+    the weight-averaged networks a run stopped there would return and the (E, N) histories filled
+    up to that epoch.
     Raises TrainingError when the loss stops being finite, CheckpointError for a bad checkpoint.
     """
     import time
@@ -337,8 +355,10 @@ def train(
     amp_dtype = autocast_dtype(device, config.precision)
     workers = default_workers(device) if config.workers is None else config.workers
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    present = classes_present(data.masks) if config.early_stop else None
     finished = first_epoch
-    if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs):
+    if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
+                                               present):
         first_epoch = epochs  # a resumed run that had already stopped early: nothing left to train
     bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not (progress and group.is_main),
                initial=first_epoch, total=epochs)
@@ -376,6 +396,7 @@ def train(
             low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
         for key, values in seen.items():  # every sample is seen by exactly one process each epoch
             history[key][epoch] = sum_across(values, group)
+        broadcast_buffers(unet_module, group)  # the same BatchNorm statistics in every process's average
         average_weights(average_unet, unet_module, first=epoch == 0, decay=config.weight_average)
         if qam is not None:
             average_weights(average_qam, qam_module, first=epoch == 0, decay=config.weight_average)
@@ -397,7 +418,8 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch, average_unet, average_qam, history)
         finished = epoch + 1
-        if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs):
+        if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
+                                                   present):
             bar.set_description("train (ranking stable: stopped early)")
             break  # every process sees the same summed history, so all stop together
     bar.close()
@@ -472,6 +494,11 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history, *, classes:
             qam.load_state_dict(state["training_networks"]["qam"])
         optimizer.load_state_dict(state["optimizer"])
         finished = int(state["epoch"])
+        if finished > history["loss"].shape[0]:
+            raise CheckpointError(
+                f"{checkpoint_path} has already trained {finished} epochs, more than --epochs "
+                f"{history['loss'].shape[0]}; rerun with --epochs {finished} or more, or with --overwrite"
+            )
         for key, values in state["histories"].items():
             saved_epochs = min(finished, history[key].shape[0])
             history[key][:saved_epochs] = values[:saved_epochs].numpy()

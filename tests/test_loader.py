@@ -49,6 +49,8 @@ def test_a_pickled_batch_source_maps_the_cache_again_instead_of_copying_it(tmp_p
     assert torch.equal(plain[0][1], source[0][1])
 
 
-def test_default_workers_is_zero_on_cpu_and_positive_beside_a_gpu():
+def test_default_workers_is_zero_on_cpu_and_half_the_cores_up_to_four_beside_a_gpu(monkeypatch):
     assert default_workers(torch.device("cpu")) == 0
-    assert 1 <= default_workers(torch.device("cuda")) <= 4
+    for cores, expected in [(1, 1), (2, 1), (6, 3), (32, 4)]:
+        monkeypatch.setattr("maskaudit.loader.os.cpu_count", lambda cores=cores: cores)
+        assert default_workers(torch.device("cuda")) == expected

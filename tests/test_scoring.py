@@ -79,3 +79,16 @@ def test_heavy_tailed_clean_scores_flag_few_samples(seed):
     # clean samples may make a tiny component below both: neither may turn everyone into a suspect.
     score = np.random.default_rng(seed).standard_t(df=4, size=300)
     assert (quality_from_suspicion(score) < 0.5).sum() <= 9  # at most 3 %
+
+
+def test_a_block_of_identical_scores_does_not_make_everyone_a_suspect():
+    # e.g. duplicated samples: 40 identical scores would be a zero-width clean component
+    rng = np.random.default_rng(1)
+    score = np.concatenate([np.zeros(40), rng.normal(0, 1, 160), rng.normal(8, 1, 30)])
+    flagged = quality_from_suspicion(score) < 0.5
+    assert flagged[200:].all() and flagged[:200].sum() <= 4
+
+
+def test_non_finite_scores_count_as_the_median():
+    quality = quality_from_suspicion(np.array([np.nan, np.inf, *np.linspace(0, 1, 30)]))
+    assert np.isfinite(quality).all() and quality[0] > 0.5

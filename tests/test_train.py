@@ -18,6 +18,7 @@ from maskaudit.train import (
     TrainConfig,
     augment_batch,
     classes_learned,
+    classes_present,
     epoch_batches,
     per_sample_loss,
     ranking_stability,
@@ -194,6 +195,16 @@ def test_early_stop_waits_for_every_class_half_the_budget_and_a_stable_ranking()
     mixed = learned.copy()
     mixed[-1, :14, 1] = 0.0
     assert classes_learned(mixed)
+    # a class that most masks do not contain is judged on the masks that do
+    rare = learned.copy()
+    rare[-1, :25, 1] = 0.2  # empty masks: the soft Dice of an empty mask stays low for long
+    present = np.ones((30, 2), bool)
+    present[:25, 1] = False
+    assert not classes_learned(rare) and classes_learned(rare, present)
+    assert should_stop_early(stable_loss, rare, budget=20, present=present)
+    absent_everywhere = present.copy()
+    absent_everywhere[:, 1] = False
+    assert classes_learned(rare, absent_everywhere)  # only class 0 is judged
     unsettled = stable_loss.copy()
     unsettled[-3:] = np.random.default_rng(1).random((3, 30))
     assert not should_stop_early(unsettled, learned, budget=20)
@@ -250,3 +261,20 @@ def test_a_checkpoint_without_training_networks_is_refused_for_resume(tmp_path):
     torch.save(state, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(CheckpointError, match="does not fit this run"):
         train(data, small_config(epochs=2), out_dir=tmp_path, resume=True)
+
+
+def test_resume_with_fewer_epochs_than_already_trained_is_refused(tmp_path):
+    data, _ = tiny_data(16)
+    train(data, small_config(epochs=3, early_stop=False), out_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="already trained 3 epochs"):
+        train(data, small_config(epochs=2, early_stop=False), out_dir=tmp_path, resume=True)
+
+
+def test_classes_present_reads_every_row_in_chunks():
+    masks = np.zeros((7, 2, 4, 4), np.uint8)
+    masks[[1, 5], 0, 2, 2] = 1
+    masks[6, 1] = 1
+    present = classes_present(masks, chunk=3)
+    assert present.shape == (7, 2)
+    assert present[:, 0].tolist() == [False, True, False, False, False, True, False]
+    assert present[:, 1].tolist() == [False] * 6 + [True]
