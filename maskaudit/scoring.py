@@ -99,9 +99,9 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     component, quality is a tail probability. Non-finite scores count as the median.
     """
     score = np.asarray(score, dtype=np.float64)
-    if not np.isfinite(score).all():
-        score = np.where(np.isfinite(score), score, np.nanmedian(np.where(np.isfinite(score), score, np.nan))
-                         if np.isfinite(score).any() else 0.0)
+    finite = np.isfinite(score)
+    if not finite.all():
+        score = np.where(finite, score, np.median(score[finite]) if finite.any() else 0.0)
     tail = 1.0 / (1.0 + np.exp(np.clip(robust_z(score) - TAIL_Z, -50, 50)))
     if len(score) < MIN_FOR_MIXTURE or np.ptp(score) == 0:
         return tail
