@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from skimage.transform import resize
 
-from benchmarks.corruptions import CORRUPTIONS, corrupt_dataset, plan_corruptions
+from maskaudit.corruptions import CORRUPTIONS, corrupt_dataset, plan_corruptions
 
 __all__ = ["LoadedDataset", "SourceDataset", "load_dataset", "make_corrupted", "read_truth", "scan_source"]
 
@@ -118,6 +119,17 @@ def _read_masks(src: SourceDataset, sample_id: str, values: Sequence[int]) -> np
         return np.stack([_read_gray(p) > 0 for p in src.masks[sample_id]])
     label = _read_gray(src.masks[sample_id][0])
     return np.stack([label == v for v in values])
+
+
+def _donor(src: SourceDataset, sample_id: str, eligible: Sequence[str], values: Sequence[int],
+           rng: np.random.Generator) -> np.ndarray:
+    """Another sample's non-empty masks, resized (nearest) to ``sample_id``'s size: a mixed-up file."""
+    own = _read_masks(src, sample_id, values)
+    others = [i for i in eligible if i != sample_id]
+    other = _read_masks(src, others[int(rng.integers(0, len(others)))], values)
+    if other.shape != own.shape:
+        other = resize(other, own.shape, order=0, preserve_range=True, anti_aliasing=False).astype(bool)
+    return other
 
 
 def _encode_png_like(arr: np.ndarray, path: Path) -> bytes:
@@ -210,7 +222,8 @@ def make_corrupted(
         classes = tuple(f"class{v}" for v in values) if len(values) > 1 else ("foreground",)
     if len(classes) < 2 and "swap" in kinds:
         raise ValueError("'swap' needs at least two classes; this dataset has one")
-    plan = plan_corruptions(all_ids, fraction=fraction, kinds=list(kinds), seed=seed)
+    eligible = [i for i in all_ids if _read_masks(source, i, values).any()]  # an empty mask cannot be shifted
+    plan = plan_corruptions(all_ids, fraction=fraction, kinds=list(kinds), seed=seed, eligible=eligible)
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
@@ -226,7 +239,8 @@ def make_corrupted(
             return p.relative_to(src / "masks")
 
         to_read = ((i, _read_masks(source, i, values)) for i in all_ids if plan[i] is not None)
-        corrupted = {s.id: s for s in corrupt_dataset(to_read, plan, seed=seed, classes=classes)}
+        corrupted = {s.id: s for s in corrupt_dataset(to_read, plan, seed=seed, classes=classes,
+                                                      donor=lambda i, rng: _donor(source, i, eligible, values, rng))}
         rows = []
         for i in all_ids:
             img = source.images[i]

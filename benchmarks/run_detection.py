@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.corruptions import CORRUPTIONS
+from maskaudit.corruptions import CORRUPTIONS
 from benchmarks.detection_metrics import detection_report, format_markdown_table
 from benchmarks.make_corrupted import make_corrupted
 from benchmarks.synthetic_rgb import make_synthetic_rgb

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from benchmarks.corruptions import random_blob
+from maskaudit.corruptions import random_blob
 
 __all__ = ["STYLES", "make_synthetic_rgb", "render_sample"]
 

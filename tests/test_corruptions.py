@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a plain directory next to the package
     sys.path.insert(0, str(REPO))
 
-from benchmarks.corruptions import (  # noqa: E402
+from maskaudit.corruptions import (  # noqa: E402
     CORRUPTIONS,
     add_spurious,
     corrupt_arrays,

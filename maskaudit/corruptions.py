@@ -15,13 +15,28 @@ name                   what it does
 ``swap``               two non-empty classes exchanged (for JSRT: left<->right, heart<->lung)
 =====================  =====================================================================
 
+Further kinds (:data:`EXTRA_CORRUPTIONS`; the hard one-class benchmark sets use the first six):
+
+=====================  =====================================================================
+``dilate_5_13``        every structure dilated by n px, n uniform in [5, 13]
+``erode_5_13``         every structure eroded by n px, n uniform in [5, 13]
+``shift``              the whole mask moved by 8-24 px in a random direction
+``foreign``            another image's mask (the ``donor``), as if files were mixed up
+``delete_object``      one connected component of one class removed
+``jagged``             the boundary made ragged (noise of 2-5 px along the contour)
+``smooth``             the outline over-simplified (a heavy blur of the mask, thresholded)
+=====================  =====================================================================
+
+The label critic (``maskaudit.critic``) trains on random mixtures of these at random strengths.
+
 The pixel counts of the paper apply at 256 px, the JSRT working size. The registry entries
 scale n by ``max(H, W) / 256`` (at least 1 px), so that a 128 px dataset is corrupted by the
 same fraction of its size; the plain functions take pixels as given unless ``ref_size`` is set.
 
-Registry callables have the signature ``fn(masks, rng, *, classes=None) -> (new_masks, detail)``
-where ``classes`` are the K class names (used by ``swap`` to pick sensible pairs) and
-``detail`` is one human-readable line for the truth file.
+Registry callables have the signature ``fn(masks, rng, *, classes=None, donor=None) ->
+(new_masks, detail)`` where ``classes`` are the K class names (used by ``swap`` to pick sensible
+pairs), ``donor`` is another sample's masks (K, H, W) (used by ``foreign`` only) and ``detail``
+is one human-readable line for the truth file.
 
 Example
 -------
@@ -41,11 +56,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
-from skimage.morphology import disk, dilation, erosion
 
 __all__ = [
     "CORRUPTIONS",
+    "CRITIC_FAMILIES",
     "EXTRA_CORRUPTIONS",
+    "NEEDS_DONOR",
     "SENSIBLE_SWAPS",
     "CorruptedSample",
     "add_spurious",
@@ -53,10 +69,13 @@ __all__ = [
     "corrupt_dataset",
     "delete_component",
     "delete_structure",
+    "dilate",
     "erode_dilate",
     "get_corruption",
+    "pick_donor",
     "plan_corruptions",
     "random_blob",
+    "random_corruption",
     "sample_rng",
     "swap_classes",
 ]
@@ -103,10 +122,18 @@ def _scaled(n: int, shape: tuple[int, ...], ref_size: int | None) -> int:
 # --------------------------------------------------------------------------- erode / dilate
 
 
+def dilate(mask: np.ndarray, n: float) -> np.ndarray:
+    """(H, W) bool: ``mask`` dilated by a disk of radius n px (the same pixels as
+    ``skimage.morphology.dilation(mask, disk(n))``, computed with a distance transform)."""
+    if not mask.any():
+        return mask.copy()
+    return ndi.distance_transform_edt(~mask) <= n
+
+
 def _erode_clamped(mask: np.ndarray, n: int, min_keep: int) -> tuple[np.ndarray, int]:
     """Erode ``mask`` by a disk of radius <= n keeping >= min(min_keep, area) pixels."""
     area = int(mask.sum())
-    if area == 0 or n <= 0:
+    if area == 0 or n <= 0 or mask.all():
         return mask.copy(), 0
     keep = min(min_keep, area)
     # Estimate the largest admissible radius from the distance transform (erosion by disk(r)
@@ -118,7 +145,7 @@ def _erode_clamped(mask: np.ndarray, n: int, min_keep: int) -> tuple[np.ndarray,
         values = np.sort(edt[mask])[::-1]
         r = min(n, max(0, int(np.ceil(values[keep - 1])) - 1))
     while r > 0:
-        out = erosion(mask, disk(r))
+        out = edt > r  # = erosion by disk(r) (pixels further than r from the background)
         if int(out.sum()) >= keep:
             return out, r
         r -= 1
@@ -150,7 +177,7 @@ def _erode_dilate(
         if not m[k].any():
             out[k] = False
         elif op == "dilate":
-            out[k] = dilation(m[k], disk(n))
+            out[k] = dilate(m[k], n)
         else:
             out[k], used = _erode_clamped(m[k], n, min_keep)
             if used < n:
@@ -395,34 +422,111 @@ def swap_classes(
     return _swap_classes(masks, rng, classes=classes, pairs=pairs)[0]
 
 
+# --------------------------------------------------------------------------- shift, foreign, outline
+
+
+def _shift(masks: np.ndarray, rng: np.random.Generator, *, low: int = 8, high: int = 24,
+           ref_size: int | None = REFERENCE_SIZE, classes: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+    """Move every class by the same n px (n uniform in [low, high] at ``ref_size``) in a random
+    direction; what leaves the image is lost, what enters is background."""
+    m = _as_masks(masks)
+    if not _nonempty(m):
+        raise ValueError("shift needs at least one non-empty class; all masks are empty")
+    n = _scaled(int(rng.integers(low, high + 1)), m.shape, ref_size)
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    dy, dx = int(round(n * np.sin(angle))), int(round(n * np.cos(angle)))
+    out = np.zeros_like(m)
+    h, w = m.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+        m[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    return out, f"shifted by (y={dy}, x={dx})"
+
+
+def _foreign(masks: np.ndarray, rng: np.random.Generator, *, donor: np.ndarray | None = None,
+             classes: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+    """Replace the masks by ``donor``, another image's masks of the same shape."""
+    m = _as_masks(masks)
+    if donor is None or np.shape(donor) != m.shape:
+        raise ValueError(f"foreign needs a donor mask of shape {m.shape}")
+    donor = np.asarray(donor, dtype=bool)
+    if np.array_equal(donor, m):
+        raise ValueError("foreign needs a donor mask that differs from the sample's own")
+    return donor.copy(), "another image's mask"
+
+
+def _jagged(masks: np.ndarray, rng: np.random.Generator, *, low: int = 2, high: int = 5,
+            ref_size: int | None = REFERENCE_SIZE, classes: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+    """Make every boundary ragged: the mask's signed distance plus smooth noise of amplitude n px."""
+    m = _as_masks(masks)
+    if not _nonempty(m):
+        raise ValueError("jagged needs at least one non-empty class; all masks are empty")
+    n = _scaled(int(rng.integers(low, high + 1)), m.shape, ref_size)
+    noise = ndi.gaussian_filter(rng.standard_normal(m.shape[1:]), sigma=max(1.0, n / 2))
+    noise *= n / max(float(noise.std()), 1e-6)
+    out = np.zeros_like(m)
+    for k in _nonempty(m):
+        signed = ndi.distance_transform_edt(m[k]) - ndi.distance_transform_edt(~m[k])
+        out[k] = signed + noise > 0
+    return out, f"jagged boundary, {n} px"
+
+
+def _smooth(masks: np.ndarray, rng: np.random.Generator, *, low: int = 6, high: int = 16,
+            ref_size: int | None = REFERENCE_SIZE, classes: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+    """Over-simplify every outline: blur each class with sigma n px and threshold at 0.5."""
+    m = _as_masks(masks)
+    if not _nonempty(m):
+        raise ValueError("smooth needs at least one non-empty class; all masks are empty")
+    n = _scaled(int(rng.integers(low, high + 1)), m.shape, ref_size)
+    out = np.zeros_like(m)
+    for k in _nonempty(m):
+        out[k] = ndi.gaussian_filter(m[k].astype(np.float32), sigma=n) > 0.5
+    return out, f"over-smoothed, sigma {n} px"
+
+
 # --------------------------------------------------------------------------- registry
 
 CorruptionFn = Callable[..., tuple[np.ndarray, str]]
 
 
-def _ed(low: int, high: int) -> CorruptionFn:
-    def fn(masks, rng, *, classes=None):
-        return _erode_dilate(
-            masks, rng, low=low, high=high, ref_size=REFERENCE_SIZE, classes=classes
-        )
+def _kind(fn: Callable[..., tuple[np.ndarray, str]], name: str, **options) -> CorruptionFn:
+    """A registry entry: ``fn`` with ``options`` fixed and the registry's signature."""
 
-    fn.__name__ = f"erode_dilate_{low}_{high}"
-    return fn
+    def entry(masks, rng, *, classes=None, donor=None):
+        if name == "foreign":
+            return fn(masks, rng, classes=classes, donor=donor, **options)
+        return fn(masks, rng, classes=classes, **options)
+
+    entry.__name__ = name
+    return entry
 
 
-#: The benchmark's corruption kinds: ``fn(masks, rng, *, classes=None) -> (new_masks, detail)``.
+def _ed(low: int, high: int, mode: str = "random") -> CorruptionFn:
+    prefix = {"random": "erode_dilate", "erode": "erode", "dilate": "dilate"}[mode]
+    return _kind(_erode_dilate, f"{prefix}_{low}_{high}", low=low, high=high, mode=mode, ref_size=REFERENCE_SIZE)
+
+
+#: The benchmark's corruption kinds: ``fn(masks, rng, *, classes=None, donor=None) -> (new_masks, detail)``.
 CORRUPTIONS: dict[str, CorruptionFn] = {
     "erode_dilate_1_8": _ed(1, 8),
     "erode_dilate_5_13": _ed(5, 13),
-    "delete": _delete_structure,
-    "spurious": _add_spurious,
-    "swap": _swap_classes,
+    "delete": _kind(_delete_structure, "delete"),
+    "spurious": _kind(_add_spurious, "spurious"),
+    "swap": _kind(_swap_classes, "swap"),
 }
 
-#: Further kinds, not in the default mix (``delete_object``: one object of a one-class dataset).
+#: Further kinds, not in the default mix.
 EXTRA_CORRUPTIONS: dict[str, CorruptionFn] = {
-    "delete_object": _delete_component,
+    "dilate_5_13": _ed(5, 13, "dilate"),
+    "erode_5_13": _ed(5, 13, "erode"),
+    "shift": _kind(_shift, "shift"),
+    "foreign": _kind(_foreign, "foreign"),
+    "delete_object": _kind(_delete_component, "delete_object"),
+    "jagged": _kind(_jagged, "jagged"),
+    "smooth": _kind(_smooth, "smooth"),
 }
+
+#: Kinds that need a ``donor`` (another sample's masks).
+NEEDS_DONOR = frozenset({"foreign"})
 
 
 def get_corruption(kind: str) -> CorruptionFn:
@@ -435,6 +539,56 @@ def get_corruption(kind: str) -> CorruptionFn:
     raise ValueError(f"unknown corruption kind {kind!r}; known: {known}")
 
 
+#: The families the label critic trains on, each with random strengths (see :func:`random_corruption`).
+CRITIC_FAMILIES = ("erode", "dilate", "shift", "delete", "delete_object", "spurious", "swap", "foreign",
+                   "jagged", "smooth")
+
+
+def _critic_family(family: str, masks: np.ndarray, rng: np.random.Generator, classes, donor) -> tuple[np.ndarray, str]:
+    """One corruption of ``family`` at a random strength (wider ranges than the benchmark's kinds)."""
+    if family in ("erode", "dilate"):
+        return _erode_dilate(masks, rng, low=1, high=14, mode=family, ref_size=REFERENCE_SIZE)
+    if family == "shift":
+        return _shift(masks, rng, low=3, high=30)
+    if family == "jagged":
+        return _jagged(masks, rng, low=1, high=6)
+    if family == "smooth":
+        return _smooth(masks, rng, low=4, high=20)
+    return get_corruption(family)(masks, rng, classes=classes, donor=donor)
+
+
+def random_corruption(
+    masks: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    families: Sequence[str] = CRITIC_FAMILIES,
+    classes: Sequence[str] | None = None,
+    donor: np.ndarray | None = None,
+    second: float = 0.25,
+) -> tuple[np.ndarray, str]:
+    """A random corruption of one sample's masks (K, H, W) that differs from them.
+
+    A family is drawn uniformly from those that apply (``swap`` needs two non-empty classes,
+    ``foreign`` a ``donor``; an empty mask can only gain a blob or a donor's mask), at a random
+    strength; with probability ``second`` a second family is applied on top (a mixture), so
+    that the critic does not learn one corruption's fingerprint. Returns ``(new_masks, detail)``;
+    ``(masks, "")`` when nothing applies (an empty mask and no donor: K = 1, all empty).
+    """
+    current, details = _as_masks(masks), []
+    for round_ in range(2 if rng.random() < second else 1):
+        options = list(families)
+        rng.shuffle(options)
+        for family in options:
+            try:
+                out, detail = _critic_family(family, current, rng, classes, donor)
+            except ValueError:
+                continue
+            if not np.array_equal(out, current):
+                current, details = out, [*details, detail]
+                break
+    return current, "; ".join(details)
+
+
 # --------------------------------------------------------------------------- datasets
 
 
@@ -444,13 +598,15 @@ def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
 
 
 def plan_corruptions(
-    ids: Iterable[str], *, fraction: float, kinds: Sequence[str], seed: int
+    ids: Iterable[str], *, fraction: float, kinds: Sequence[str], seed: int,
+    eligible: Iterable[str] | None = None,
 ) -> dict[str, str | None]:
     """Choose which samples to corrupt and how: ``{id: kind or None}``.
 
     ``round(fraction * N)`` samples are drawn (deterministic given ``seed`` and the set of
     ids, whatever their order) and the kinds are dealt out in turn over the drawn samples,
-    so the counts per kind differ by at most one.
+    so the counts per kind differ by at most one. Only ``eligible`` ids (default: all; e.g. the
+    samples whose mask is not empty) are drawn; N still counts every id.
     """
     ids = sorted(set(ids))
     if not 0.0 <= fraction <= 1.0:
@@ -460,10 +616,13 @@ def plan_corruptions(
     for kind in kinds:
         get_corruption(kind)
     n_bad = int(round(fraction * len(ids)))
-    order = np.random.default_rng(seed).permutation(len(ids))
+    pool = ids if eligible is None else sorted(set(eligible) & set(ids))
+    if n_bad > len(pool):
+        raise ValueError(f"cannot corrupt {n_bad} samples: only {len(pool)} are eligible")
+    order = np.random.default_rng(seed).permutation(len(pool))
     plan: dict[str, str | None] = {i: None for i in ids}
     for rank, idx in enumerate(order[:n_bad]):
-        plan[ids[idx]] = kinds[rank % len(kinds)]
+        plan[pool[idx]] = kinds[rank % len(kinds)]
     return plan
 
 
@@ -475,27 +634,33 @@ class CorruptedSample:
     detail: str  # "" for clean samples
 
 
+DonorFn = Callable[[str, np.random.Generator], np.ndarray]
+
+
 def corrupt_dataset(
     masks_iter: Iterable[tuple[str, np.ndarray]],
     plan: dict[str, str | None],
     *,
     seed: int,
     classes: Sequence[str] | None = None,
+    donor: DonorFn | None = None,
 ) -> Iterator[CorruptedSample]:
     """Apply a plan from :func:`plan_corruptions` to ``(id, masks (K, H, W))`` pairs, lazily.
 
     Each sample gets its own generator :func:`sample_rng` ``(seed, id)``, so the result for a
     sample does not depend on the order or on which other samples are present. Ids missing
-    from ``plan`` are treated as clean. A ``ValueError`` from a corruption is re-raised with
-    the sample id.
+    from ``plan`` are treated as clean. ``donor(id, rng)`` returns another sample's masks for the
+    kinds in :data:`NEEDS_DONOR`. A ``ValueError`` from a corruption is re-raised with the sample id.
     """
     for sample_id, masks in masks_iter:
         kind = plan.get(sample_id)
         if kind is None:
             yield CorruptedSample(sample_id, _as_masks(masks), None, "")
             continue
+        rng = sample_rng(seed, sample_id)
         try:
-            out, detail = get_corruption(kind)(masks, sample_rng(seed, sample_id), classes=classes)
+            other = donor(sample_id, rng) if kind in NEEDS_DONOR and donor is not None else None
+            out, detail = get_corruption(kind)(masks, rng, classes=classes, donor=other)
         except ValueError as exc:
             raise ValueError(f"sample {sample_id}: cannot apply {kind!r}: {exc}") from exc
         yield CorruptedSample(sample_id, out, kind, detail)
@@ -510,20 +675,35 @@ def corrupt_arrays(
     seed: int,
     classes: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, dict[str, tuple[bool, str | None]]]:
-    """Corrupt an in-memory dataset (N, K, H, W).
+    """Corrupt an in-memory dataset (N, K, H, W); only samples with a non-empty mask are drawn.
 
     Returns the corrupted masks in the input's dtype (bool, or uint8 {0, 1} otherwise
     cast back) and ``truth = {id: (corrupted, kind)}``, the format
-    :func:`benchmarks.detection_metrics.detection_report` takes.
+    :func:`benchmarks.detection_metrics.detection_report` takes. ``foreign`` takes its donor
+    from the other samples.
     """
     arr = np.asarray(masks)
     if arr.ndim != 4 or arr.shape[0] != len(ids):
         raise ValueError(f"masks must be (N, K, H, W) with N = len(ids), got {arr.shape}")
-    plan = plan_corruptions(ids, fraction=fraction, kinds=kinds, seed=seed)
+    nonempty = [i for i, m in zip(ids, arr) if m.any()]
+    plan = plan_corruptions(ids, fraction=fraction, kinds=kinds, seed=seed, eligible=nonempty)
+    position = {sample_id: n for n, sample_id in enumerate(ids)}
     out = np.empty_like(arr)
     truth: dict[str, tuple[bool, str | None]] = {}
-    samples = corrupt_dataset(zip(ids, arr), plan, seed=seed, classes=classes)
+    samples = corrupt_dataset(zip(ids, arr), plan, seed=seed, classes=classes,
+                              donor=lambda sample_id, rng: pick_donor(arr, position[sample_id], rng))
     for n, s in enumerate(samples):
         out[n] = s.masks.astype(arr.dtype)
         truth[s.id] = (s.kind is not None, s.kind)
     return out, truth
+
+
+def pick_donor(masks: np.ndarray, own: int, rng: np.random.Generator, *, tries: int = 20) -> np.ndarray:
+    """Another sample's masks from ``masks`` (N, K, H, W) that are non-empty and differ from sample
+    ``own``'s; raises ``ValueError`` when there is none."""
+    for _ in range(tries):
+        other = int(rng.integers(0, len(masks)))
+        candidate = np.asarray(masks[other], dtype=bool)
+        if other != own and candidate.any() and not np.array_equal(candidate, np.asarray(masks[own], dtype=bool)):
+            return candidate
+    raise ValueError("no other sample has a different, non-empty mask to lend")
