@@ -125,7 +125,7 @@ def out_of_fold_pred_probs(
                     x, y = augment_batch(x, y, generator, flips=False)
                 with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     logits, _ = unet(x.to(dev).contiguous(memory_format=memory_format))
-                loss, _ = per_sample_loss(logits.float(), y.to(dev), multilabel=False)
+                loss = per_sample_loss(logits.float(), y.to(dev), multilabel=False)[0]
                 loss = loss.mean()
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"loss became {loss.item()} in fold {f}, epoch {epoch}")

@@ -33,8 +33,11 @@ from maskaudit.prepare import prepare
 from maskaudit.train import TrainConfig, default_epochs
 
 REPO = Path(__file__).resolve().parents[1]
-JSRT = REPO.parent / "shared" / "datasets" / "jsrt"
+SHARED = REPO.parent / "shared" / "datasets"
+JSRT = SHARED / "jsrt"
 ONE_CLASS_KINDS = ("erode_dilate_1_8", "erode_dilate_5_13", "delete_object", "spurious")
+# The hard one-class sets (ultrasound, dermoscopy): the error kinds a relabeling queue meets there.
+HARD_KINDS = ("dilate_5_13", "erode_5_13", "shift", "delete", "foreign", "spurious")
 
 
 def clean_source(name: str, runs: Path, *, seed: int) -> tuple[Path, tuple[str, ...]]:
@@ -46,7 +49,9 @@ def clean_source(name: str, runs: Path, *, seed: int) -> tuple[Path, tuple[str, 
         if not root.exists():
             make_synthetic_rgb(root, n=200, size=128, seed=seed)
         return root, ONE_CLASS_KINDS
-    raise SystemExit(f"unknown dataset {name!r}: use jsrt or synthetic-rgb")
+    if name in ("ddti", "ph2"):
+        return SHARED / name, HARD_KINDS
+    raise SystemExit(f"unknown dataset {name!r}: use jsrt, synthetic-rgb, ddti or ph2")
 
 
 def run_one(name: str, fraction: float, args, runs: Path) -> dict:

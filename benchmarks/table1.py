@@ -177,8 +177,8 @@ def _use_cross_entropy_only() -> None:
     full = train_module.per_sample_loss
 
     def cross_entropy_only(logits, masks, *, multilabel):
-        loss, dice = full(logits, masks, multilabel=multilabel)
-        return loss - (1.0 - dice.mean(dim=1)), dice
+        loss, dice, cross_entropy = full(logits, masks, multilabel=multilabel)
+        return cross_entropy, dice, cross_entropy
 
     train_module.per_sample_loss = cross_entropy_only
 

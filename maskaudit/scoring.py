@@ -1,12 +1,13 @@
 """One ``quality_score`` per sample, comparable across the whole dataset (higher = better label).
 
-Each signal is turned into evidence of a bad label (higher = worse) and put on a robust z scale
-(median 0, MAD-based unit) over the dataset, so that no signal's units dominate. The weighted sum
-is the suspicion score that ranks the samples. A two-component Gaussian mixture on that score
-then gives quality_score = P(label belongs to the clean component), so that 0.5 is a natural
-threshold; when the data show no second component (a clean dataset) it falls back to a tail
-probability, so only samples far from the rest drop below 0.5. The weights were chosen by
-benchmarks/run_detection.py on corrupted JSRT copies (docs/BENCHMARKS.md).
+Each family of evidence (:mod:`maskaudit.evidence`: segmenter disagreement, the label critic,
+image edges and contrast, dataset priors) gives per-sample numbers, higher = worse, for every
+given mask and for one synthetic corruption of it (a probe). The fusion learns on this dataset
+how to combine them (:mod:`maskaudit.evidence.fusion`); its output, the suspicion, orders the
+ranking. A Gaussian mixture on the suspicion then gives quality_score = P(label belongs to the
+clean component), so that 0.5 is a natural threshold; when the data show no second component (a
+clean dataset) it falls back to a tail probability, so only samples far from the rest drop
+below 0.5.
 
 Shape key: N samples, K classes, E epochs.
 """
@@ -19,24 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
+from .evidence.fusion import Fusion, fuse
+from .evidence.priors import fit_priors, prior_evidence
+
 if TYPE_CHECKING:
     from .signals import Signals
-    from .train import TrainResult
 
 
-@dataclass(frozen=True)
-class ScoreWeights:
-    """Weight of each signal's robust z-score in the suspicion score."""
-
-    disagreement: float = 1.0   # 1 - mean per-class Dice(given mask, segmenter's mask)
-    pixel_softmin: float = 2.0  # minus the soft minimum over pixels of p(given label): small confident errors
-    boundary: float = 0.5       # log(1 + worst class's mean surface distance)
-    late_loss: float = 0.25     # training loss over the last epochs (noisy labels are learned late)
-    qam: float = 0.1            # minus the final QAM score t
-    outlier: float = 0.0        # clustering outlier score: measured to add nothing (docs/BENCHMARKS.md)
-
-
-LATE_EPOCH_FRACTION = 0.2       # "late" = the last 20 % of epochs (at least one)
 TAIL_Z = 3.0                    # without a second component, suspicion z of 3 maps to quality 0.5
 MIN_FOR_MIXTURE = 20            # fewer samples than this: tail probability only
 BIC_MARGIN = 10.0               # the mixture must beat one Gaussian by this much BIC
@@ -58,34 +48,6 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.nanmedian(values) if np.isfinite(values).any() else 0.0)
     scale = _robust_scale(values)
     return (values - np.median(values)) / scale if scale > 1e-12 else np.zeros_like(values)
-
-
-def evidence(signals: "Signals", result: "TrainResult", *, outlier_score: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-signal evidence of a bad label, each (N,), higher = worse."""
-    epochs = result.history_loss.shape[0]
-    late = max(1, int(round(epochs * LATE_EPOCH_FRACTION)))
-    return {
-        "disagreement": 1.0 - signals.dice.mean(axis=1),
-        "pixel_softmin": -signals.softmin,
-        "boundary": np.log1p(signals.boundary.max(axis=1)),
-        "late_loss": np.nanmean(result.history_loss[-late:], axis=0),
-        "qam": -signals.qam_score,
-        "outlier": np.asarray(outlier_score, dtype=np.float64),
-    }
-
-
-def suspicion(evidence_by_signal: dict[str, np.ndarray], weights: ScoreWeights = ScoreWeights()) -> np.ndarray:
-    """(N,) weighted sum of robust z-scores of the evidence (higher = more suspect)."""
-    total, weight_sum = None, 0.0
-    for name, values in evidence_by_signal.items():
-        weight = getattr(weights, name)
-        if weight == 0 or np.ptp(values) == 0:
-            continue
-        term = weight * robust_z(values)
-        total = term if total is None else total + term
-        weight_sum += weight
-    count = len(next(iter(evidence_by_signal.values())))
-    return np.zeros(count) if total is None else total / weight_sum
 
 
 def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -136,18 +98,47 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return np.clip((1 - RANK_SHARE) * posterior + RANK_SHARE * rank_share, 0.0, 1.0)
 
 
+def mask_evidence(signals: "Signals", priors, *, own: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-feature evidence of a bad label for the masks in ``signals``, each (N,), higher = worse.
+
+    ``priors`` come from :func:`maskaudit.evidence.priors.fit_priors` on the given masks; ``own``
+    (N,) is the index of each mask's own given mask, left out of its prior neighbours.
+    """
+    evidence = {
+        "disagreement": 1.0 - signals.dice.mean(axis=1),
+        "pixel_softmin": -signals.softmin,
+        "boundary": np.log1p(signals.boundary.max(axis=1)),
+        "critic": -signals.qam_score,
+        "edge_misfit": signals.edge_misfit,
+        "low_contrast": signals.low_contrast,
+        **prior_evidence(priors, signals.shape, own=own),
+    }
+    if signals.dice.shape[1] > 1:  # one wrong structure among several
+        evidence["worst_class_disagreement"] = 1.0 - signals.dice.min(axis=1)
+    return {name: np.asarray(values, dtype=np.float64) for name, values in evidence.items()}
+
+
 @dataclass(frozen=True)
 class Scores:
     """The scorer's output, one value per sample."""
 
     quality: np.ndarray                  # (N,) exported quality_score in [0, 1], higher = better label
-    suspicion: np.ndarray                # (N,) weighted robust-z sum that orders the ranking
-    evidence: dict[str, np.ndarray]      # per-signal evidence, each (N,), higher = worse
+    suspicion: np.ndarray                # (N,) fused score that orders the ranking (higher = worse)
+    evidence: dict[str, np.ndarray]      # per-feature evidence, each (N,), higher = worse
+    fusion: Fusion                       # the learned weights and the self-check
 
 
-def quality_scores(signals: "Signals", result: "TrainResult", *, outlier_score: np.ndarray,
-                   weights: ScoreWeights = ScoreWeights(), seed: int = 0) -> Scores:
-    """Score every sample: evidence per signal, their weighted suspicion, and quality_score."""
-    evidence_by_signal = evidence(signals, result, outlier_score=outlier_score)
-    score = suspicion(evidence_by_signal, weights)
-    return Scores(quality=quality_from_suspicion(score, seed=seed), suspicion=score, evidence=evidence_by_signal)
+def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
+    """Score every sample: evidence per feature for the given masks and their probes, the learned
+    fusion of them, and quality_score. ``signals.probes`` must be set (see compute_signals)."""
+    if signals.probes is None:
+        raise ValueError("quality_scores needs the probes' signals: compute_signals(..., probes=True)")
+    priors = fit_priors(signals.shape)
+    own = np.arange(len(signals.softmin))
+    given = mask_evidence(signals, priors, own=own)
+    probes = mask_evidence(signals.probes, priors, own=own)
+    informative = [name for name, values in given.items() if np.ptp(np.r_[values, probes[name]]) > 0]
+    fusion = fuse({name: given[name] for name in informative}, {name: probes[name] for name in informative},
+                  seed=seed)
+    return Scores(quality=quality_from_suspicion(fusion.suspicion, seed=seed), suspicion=fusion.suspicion,
+                  evidence=given, fusion=fusion)

@@ -1,23 +1,27 @@
 """Per-sample evidence about label quality, gathered in one streaming pass of the trained networks.
 
+For every given mask, and for one synthetic corruption of it (a *probe*, whose label is known
+to be bad), the pass records the segmenter's disagreement, the label critic's score t, the
+image evidence and the shape descriptors. The probes let the fusion learn, on this very dataset,
+which evidence separates good masks from bad ones (:mod:`maskaudit.evidence.fusion`).
+
 Shape key: N samples, K classes, F / G feature widths, S working resolution, D shape descriptors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from .inference import predicted_masks, run_networks
-from .metrics import (
-    boundary_distance,
-    dice_per_class,
-    shape_descriptors,
-    softmin_label_quality,
-)
+from .critic import corrupt_batch, critic_families
+from .evidence.image import image_evidence
+from .evidence.segmenter import segmenter_evidence
+from .inference import run_networks
+from .metrics import shape_descriptors
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
@@ -31,10 +35,24 @@ class Signals:
     dice: np.ndarray            # (N, K) Dice(given mask, segmenter's mask) per class
     boundary: np.ndarray        # (N, K) mean symmetric surface distance, working-resolution px
     softmin: np.ndarray         # (N,) soft minimum over pixels of the probability of the given label
-    qam_score: np.ndarray       # (N,) raw QAM score t of the final model
-    qam_features: np.ndarray    # (N, G) pooled QAM penultimate features
-    bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features
+    qam_score: np.ndarray       # (N,) raw QAM score t of the final model: the label critic
+    qam_features: np.ndarray    # (N, G) pooled QAM penultimate features (G = 0 for probes)
+    bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features (F = 0 for probes)
     shape: np.ndarray           # (N, K * D) shape descriptors of the given masks
+    edge_misfit: np.ndarray     # (N,) worst class's edge misfit (maskaudit.evidence.image)
+    low_contrast: np.ndarray    # (N,) minus the weakest class's inside/outside contrast
+    probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy per sample
+
+
+def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray, t: np.ndarray, *,
+                  multilabel: bool) -> dict[str, np.ndarray]:
+    """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool."""
+    return {
+        **segmenter_evidence(probabilities, masks, multilabel=multilabel),
+        **image_evidence(images, masks),
+        "qam_score": t,
+        "shape": np.stack([shape_descriptors(m) for m in masks]),
+    }
 
 
 def compute_signals(
@@ -44,36 +62,67 @@ def compute_signals(
     rows: range | None = None,
     batch_size: int = 32,
     device: str = "cpu",
+    probes: bool = True,
+    seed: int = 0,
     progress: bool = False,
 ) -> Signals:
     """Run the trained networks once over ``rows`` (default: every sample) and reduce each batch to
-    per-sample numbers; the result has one row per sample of ``rows``, in order."""
+    per-sample numbers; the result has one row per sample of ``rows``, in order. With ``probes``
+    (and a QAM), ``result.probes`` holds the same evidence for one random corruption of each mask,
+    drawn from the critic's corruption families (its held-out ones excluded) with ``seed``."""
     rows = range(len(data.images)) if rows is None else rows
     images, masks = data.images[rows.start : rows.stop], data.masks[rows.start : rows.stop]
     multilabel = data.index.multilabel
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in Signals.__dataclass_fields__}
+    probes = probes and result.qam is not None
+    families = critic_families(result.config.critic_holdout)
+    given_parts: dict[str, list[np.ndarray]] = {}
+    probe_parts: dict[str, list[np.ndarray]] = {}
     bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
     for out in run_networks(
         images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
     ):
-        given = np.asarray(masks[out.start : out.start + len(out.probabilities)], dtype=bool)
-        predicted = predicted_masks(out.probabilities, multilabel=multilabel)
-        probabilities = out.probabilities
-        parts["dice"].append(dice_per_class(predicted, given))
-        parts["boundary"].append(np.stack([boundary_distance(p, g) for p, g in zip(predicted, given)]))
-        parts["softmin"].append(np.array([softmin_label_quality(p, g) for p, g in zip(probabilities, given)]))
-        parts["qam_score"].append(out.qam_score)
-        parts["qam_features"].append(out.qam_features)
-        parts["bottleneck"].append(out.bottleneck)
-        parts["shape"].append(np.stack([shape_descriptors(g) for g in given]))
+        span = slice(out.start, out.start + len(out.probabilities))
+        batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
+        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, multilabel=multilabel)
+        parts.update(qam_features=out.qam_features, bottleneck=out.bottleneck)
+        for name, values in parts.items():
+            given_parts.setdefault(name, []).append(values)
+        if probes:
+            rng = np.random.default_rng([seed, rows.start + out.start])
+            corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes)
+            t = _critic_scores(result.qam, batch_images, corrupted, device=device)
+            for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
+                                              multilabel=multilabel).items():
+                probe_parts.setdefault(name, []).append(values)
         bar.update(len(given))
     bar.close()
-    return Signals(**{name: np.concatenate(values).astype(np.float32) for name, values in parts.items()})
+    probe_signals = None
+    if probes:
+        count = sum(len(values) for values in probe_parts["softmin"])
+        probe_signals = _assemble(probe_parts | {"qam_features": [np.zeros((count, 0))],
+                                                 "bottleneck": [np.zeros((count, 0))]})
+    return _assemble(given_parts, probes=probe_signals)
+
+
+def _assemble(parts: dict[str, list[np.ndarray]], probes: Signals | None = None) -> Signals:
+    return Signals(**{name: np.concatenate(values).astype(np.float32) for name, values in parts.items()},
+                   probes=probes)
+
+
+@torch.no_grad()
+def _critic_scores(qam, images: np.ndarray, masks: np.ndarray, *, device: str) -> np.ndarray:
+    """(b,) the critic's t for images (b, C, S, S) uint8 and masks (b, K, S, S) bool."""
+    image_batch = torch.from_numpy(images.astype(np.float32) / 255.0).to(device)
+    mask_batch = torch.from_numpy(masks.astype(np.float32)).to(device)
+    return qam(image_batch, mask_batch)[0].float().cpu().numpy()
 
 
 def concatenate_signals(parts: list[Signals]) -> Signals:
     """One Signals from the per-process shards of a distributed run, in shard order."""
     if len(parts) == 1:
         return parts[0]
+    probes = None
+    if all(part.probes is not None for part in parts):
+        probes = concatenate_signals([part.probes for part in parts])
     return Signals(**{name: np.concatenate([getattr(part, name) for part in parts])
-                      for name in Signals.__dataclass_fields__})
+                      for name in Signals.__dataclass_fields__ if name != "probes"}, probes=probes)

@@ -22,6 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import ProcessGroup, broadcast_buffers, sum_across
 from .errors import CheckpointError, TrainingError
 from .loader import default_workers, iterate_batches
+from .critic import corrupt_batch, critic_families, ranking_loss
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 CHECKPOINT_NAME = "model.pt"
 # Fields that must match for --resume to continue a run rather than start a different one.
 _RESUME_KEYS = ("mode", "lam", "size", "width", "qam_width", "batch_size", "seed", "flips", "augment",
-                "weight_average")
+                "weight_average", "critic", "critic_holdout")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class TrainConfig:
     early_stop: bool = True      # stop before ``epochs`` once the ranking by training loss is stable
     workers: int | None = None   # batch-loading processes; None: 0 on CPU, up to 4 beside a GPU
     weight_average: float = 0.5  # result = epoch-end weights averaged with this decay; 0: the last epoch's
+    critic: float = 1.0          # weight of the label critic's ranking loss on the QAM (0: the paper's QAM only)
+    critic_holdout: tuple[str, ...] = ()  # corruption families the critic never sees (for benchmarks)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -63,6 +66,9 @@ class TrainConfig:
             raise ValueError(f"size must be divisible by 8, got {self.size}")
         if not 0.0 <= self.weight_average < 1.0:
             raise ValueError(f"weight_average must be in [0, 1), got {self.weight_average}")
+        if self.critic < 0:
+            raise ValueError(f"critic must be >= 0, got {self.critic}")
+        critic_families(self.critic_holdout)  # raises ValueError for unknown names
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -194,12 +200,12 @@ def _cpu_flag(flag: str) -> bool:
 
 def per_sample_loss(
     logits: torch.Tensor, masks: torch.Tensor, *, multilabel: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy plus soft Dice for each sample, and the per-class soft Dice.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy plus soft Dice for each sample, the per-class soft Dice and the cross-entropy alone.
 
     logits: (B, K, H, W) for multi-label (one sigmoid per class) or (B, K + 1, H, W) with
     background first for exclusive classes (softmax). masks: (B, K, H, W) float {0, 1}.
-    Returns loss (B,) and dice (B, K).
+    Returns loss (B,), dice (B, K) and cross-entropy (B,).
     """
     if multilabel:
         cross_entropy = F.binary_cross_entropy_with_logits(logits, masks, reduction="none").mean(dim=(1, 2, 3))
@@ -211,24 +217,42 @@ def per_sample_loss(
         probabilities = torch.softmax(logits, dim=1)[:, 1:]
     intersection = (probabilities * masks).sum(dim=(2, 3))
     dice = (2 * intersection + 1.0) / (probabilities.sum(dim=(2, 3)) + masks.sum(dim=(2, 3)) + 1.0)
-    return cross_entropy + (1.0 - dice.mean(dim=1)), dice
+    return cross_entropy + (1.0 - dice.mean(dim=1)), dice, cross_entropy
 
 
 def weighted_loss(
     unet: torch.nn.Module, qam: torch.nn.Module | None, images: torch.Tensor, masks: torch.Tensor, *,
     config: TrainConfig, amp_dtype: torch.dtype | None, multilabel: bool,
+    corrupted: torch.Tensor | None = None, changed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward pass of the joint objective on a batch: (sum_i w_i L_i, L (B,), Dice (B, K), t (B,), w (B,)).
+    """One forward pass of the joint objective on a batch: (objective, L (B,), Dice (B, K), t (B,), w (B,)).
 
+    The segmenter learns from sum_i w_i L_i with the weights held fixed (w = softmax(lam tanh t),
+    paper Eq. 1-2). The QAM learns from sum_i w_i CE_i with the losses held fixed: cross-entropy
+    alone, in which a dilated mask is not easier than the true one (under CE + soft Dice it is,
+    and the paper's objective then favours dilated masks; docs/BENCHMARKS.md, section 2). With
+    ``corrupted`` masks (B, K, H, W) and ``changed`` (B,) bool, the label critic's ranking loss,
+    times ``config.critic``, teaches the QAM to score every given mask above its corrupted copy.
     The U-Net runs under autocast with ``amp_dtype``. The QAM stays in fp32: its score drives the
     batch softmax, and its GroupNorm runs twice as fast in fp32 as in bf16 on a CPU (docs/BENCHMARKS.md).
     """
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits, _ = unet(images)
-    t = qam(images, masks)[0] if qam is not None else torch.zeros(len(images), device=images.device)
-    loss_i, dice_i = per_sample_loss(logits.float(), masks, multilabel=multilabel)
-    weights = ocm_weights(t.float(), mode=config.mode, lam=config.lam)
-    return (weights * loss_i).sum(), loss_i, dice_i, t, weights
+    loss_i, dice_i, cross_entropy = per_sample_loss(logits.float(), masks, multilabel=multilabel)
+    if qam is None:
+        weights = ocm_weights(torch.zeros(len(images), device=images.device), mode="baseline")
+        return (weights * loss_i).sum(), loss_i, dice_i, torch.zeros_like(weights), weights
+    if corrupted is not None and config.critic > 0:
+        t_both = qam(torch.cat([images, images]), torch.cat([masks, corrupted]))[0].float()
+        t, t_corrupted = t_both[: len(images)], t_both[len(images) :]
+        critic = ranking_loss(t, t_corrupted, changed)
+    else:
+        t, critic = qam(images, masks)[0].float(), None
+    weights = ocm_weights(t, mode=config.mode, lam=config.lam)
+    objective = (weights.detach() * loss_i).sum() + (weights * cross_entropy.detach()).sum()
+    if critic is not None:
+        objective = objective + config.critic * critic
+    return objective, loss_i, dice_i, t, weights
 
 
 def augment_batch(
@@ -358,6 +382,7 @@ def train(
     workers = default_workers(device) if config.workers is None else config.workers
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     present = classes_present(data.masks) if config.early_stop else None
+    families = critic_families(config.critic_holdout)
     finished = first_epoch
     if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
                                                present):
@@ -369,6 +394,7 @@ def train(
         if qam is not None:
             qam.train()
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        critic_rng = np.random.default_rng([config.seed, epoch, group.rank])
         losses, low_quarter_shares = [], []
         seen = {key: np.zeros_like(values[epoch]) for key, values in history.items()}  # this process's rows
         batches = epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
@@ -376,10 +402,17 @@ def train(
                                                    workers=workers, device=device):
             if config.augment:
                 images, masks = augment_batch(images, masks, generator, flips=config.flips)
+            corrupted, changed = None, None
+            if qam is not None and config.critic > 0:  # after augmentation: the pair differs only by the corruption
+                corrupted, changed = corrupt_batch(masks.cpu().numpy() > 0.5, critic_rng, families=families,
+                                                   classes=data.index.classes)
+                corrupted = torch.from_numpy(corrupted).float().to(device).contiguous(memory_format=memory_format)
+                changed = torch.from_numpy(changed).to(device)
             images = images.contiguous(memory_format=memory_format)
             masks = masks.contiguous(memory_format=memory_format)
             loss, loss_i, dice_i, t, weights = weighted_loss(unet, qam, images, masks, config=config,
-                                                             amp_dtype=amp_dtype, multilabel=multilabel)
+                                                             amp_dtype=amp_dtype, multilabel=multilabel,
+                                                             corrupted=corrupted, changed=changed)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}; "

@@ -297,8 +297,8 @@ def test_nan_loss_stops_the_run_with_one_line_and_no_scores(small, tmp_path, mon
     real = train_module.per_sample_loss
 
     def nan_loss(logits, masks, *, multilabel):
-        loss, dice = real(logits, masks, multilabel=multilabel)
-        return loss * float("nan"), dice
+        loss, dice, cross_entropy = real(logits, masks, multilabel=multilabel)
+        return loss * float("nan"), dice, cross_entropy
 
     monkeypatch.setattr(train_module, "per_sample_loss", nan_loss)
     before = digest(small)

@@ -139,7 +139,7 @@ def test_per_sample_loss_is_low_for_perfect_logits_and_high_for_wrong_ones(multi
         target = torch.cat([1 - masks.amax(dim=1, keepdim=True), masks], dim=1)  # background first
         logits = (target * 2 - 1) * 20
         logits[1] = logits[1].roll(1, dims=0)  # every pixel gets a wrong class
-    loss, dice = per_sample_loss(logits, masks, multilabel=multilabel)
+    loss, dice, _ = per_sample_loss(logits, masks, multilabel=multilabel)
     assert loss.shape == (2,) and dice.shape == (2, 2)
     assert float(loss[0]) < 0.02
     assert float(dice[0].min()) > 0.98

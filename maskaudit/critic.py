@@ -1,0 +1,70 @@
+"""The label critic's self-supervised objective: the QAM learns to score each given mask above
+corrupted copies of it.
+
+Most given labels are right, so a QAM that ranks a mask above its own erosions, dilations,
+shifts, deletions, spurious blobs, class swaps, other images' masks and distorted outlines learns
+what a mask that fits its image looks like, whether or not the segmenter has learned the task.
+The corruptions are drawn from :mod:`maskaudit.corruptions` at random kinds, strengths and
+mixtures, so that no single corruption's fingerprint is enough to win.
+
+Shape key: B batch, K classes, S working resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .corruptions import CRITIC_FAMILIES, random_corruption
+
+
+def critic_families(holdout: Sequence[str] = ()) -> tuple[str, ...]:
+    """The corruption families the critic trains on: all but ``holdout`` (names from CRITIC_FAMILIES)."""
+    unknown = sorted(set(holdout) - set(CRITIC_FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown critic corruption families {unknown}; known: {', '.join(CRITIC_FAMILIES)}")
+    return tuple(family for family in CRITIC_FAMILIES if family not in holdout)
+
+
+def corrupt_batch(
+    masks: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    families: Sequence[str] = CRITIC_FAMILIES,
+    classes: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One random corruption of each mask in a batch (B, K, S, S) bool.
+
+    The donor of ``foreign`` is the next sample's mask in the batch. Returns the corrupted
+    masks (B, K, S, S) bool and (B,) bool, whether each differs from its given mask (False only
+    where nothing applies, e.g. an empty one-class mask whose neighbour is empty too).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    corrupted = np.empty_like(masks)
+    changed = np.zeros(len(masks), bool)
+    for i, given in enumerate(masks):
+        donor = masks[(i + 1) % len(masks)]
+        corrupted[i], detail = random_corruption(
+            given, rng, families=families, classes=classes,
+            donor=donor if donor.any() and not np.array_equal(donor, given) else None,
+        )
+        changed[i] = bool(detail)
+    return corrupted, changed
+
+
+def ranking_loss(t_given: torch.Tensor, t_corrupted: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+    """Logistic ranking loss of the critic, a scalar: each given mask should score above its own
+    corrupted copy (softplus(t_corrupted - t_given)), and, so that scores compare across images,
+    given masks above 0 and corrupted ones below (softplus(-t_given), softplus(t_corrupted)).
+
+    t_given, t_corrupted: (B,) raw QAM scores; changed: (B,) bool, the pairs that count.
+    """
+    weight = changed.float()
+    if weight.sum() == 0:
+        return t_given.sum() * 0.0
+    pairwise = F.softplus(t_corrupted - t_given)
+    pointwise = 0.5 * (F.softplus(-t_given) + F.softplus(t_corrupted))
+    return ((pairwise + pointwise) * weight).sum() / weight.sum()

@@ -1,0 +1,27 @@
+"""Segmenter evidence: how far a mask is from what the trained U-Net predicts for its image.
+
+Shape key: b samples, K classes, S working resolution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..inference import predicted_masks
+from ..metrics import boundary_distance, dice_per_class, softmin_label_quality
+
+
+def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilabel: bool) -> dict[str, np.ndarray]:
+    """Per-sample disagreement between masks (b, K, S, S) bool and the segmenter's probabilities
+    (b, K, S, S) float.
+
+    Returns ``dice`` (b, K) Dice(mask, prediction) per class, ``boundary`` (b, K) mean surface
+    distance in working-resolution px, and ``softmin`` (b,) the soft minimum over pixels of the
+    probability of the given label (low = somewhere the mask is confidently wrong).
+    """
+    predicted = predicted_masks(probabilities, multilabel=multilabel)
+    return {
+        "dice": dice_per_class(predicted, masks),
+        "boundary": np.stack([boundary_distance(p, g) for p, g in zip(predicted, masks)]),
+        "softmin": np.array([softmin_label_quality(p, g) for p, g in zip(probabilities, masks)]),
+    }

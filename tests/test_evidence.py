@@ -1,0 +1,103 @@
+"""Evidence families on tiny images where the answer is known."""
+
+import numpy as np
+import pytest
+from skimage.draw import disk as draw_disk
+
+from maskaudit.corruptions import dilate
+from maskaudit.evidence.fusion import fuse
+from maskaudit.evidence.image import edge_misfit, edge_profile, gradient_magnitude, image_evidence
+from maskaudit.evidence.priors import fit_priors, prior_evidence
+from maskaudit.metrics import shape_descriptors
+
+
+def disk_sample(radius: float = 14, size: int = 64, centre=(32, 32), noise: float = 4.0, seed: int = 0):
+    """A bright disk on a dark background with mild noise: image (1, S, S) uint8 and its true mask (S, S)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((size, size), bool)
+    mask[draw_disk(centre, radius, shape=mask.shape)] = True
+    image = np.where(mask, 170.0, 70.0) + rng.normal(0, noise, mask.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)[None], mask
+
+
+def test_the_true_outline_sits_on_the_edge_and_an_eroded_one_misses_it():
+    image, mask = disk_sample()
+    eroded = ~dilate(~mask, 5)
+    magnitude = gradient_magnitude(image)
+    profile = edge_profile(magnitude, mask)
+    assert np.nanargmax(profile) in (len(profile) // 2 - 1, len(profile) // 2)  # peak at the outline
+    assert edge_misfit(edge_profile(magnitude, eroded)) > edge_misfit(profile) + 1.0
+    assert edge_misfit(edge_profile(magnitude, dilate(mask, 5))) > edge_misfit(profile) + 1.0
+
+
+def test_image_evidence_ranks_a_shifted_mask_below_the_true_one_in_rgb():
+    image, mask = disk_sample()
+    rgb = np.repeat(image, 3, axis=0)
+    shifted = np.roll(mask, 9, axis=1)
+    evidence = image_evidence(np.stack([rgb, rgb]), np.stack([mask[None], shifted[None]]))
+    assert evidence["edge_misfit"][1] > evidence["edge_misfit"][0]
+    assert evidence["low_contrast"][1] > evidence["low_contrast"][0]  # less contrast = more suspect
+
+
+def test_image_evidence_is_zero_for_an_empty_mask():
+    image, mask = disk_sample()
+    evidence = image_evidence(image[None], np.zeros((1, 1) + mask.shape, bool))
+    assert evidence["edge_misfit"][0] == 0 and evidence["low_contrast"][0] == 0
+
+
+def test_an_empty_mask_among_full_ones_is_the_most_surprising():
+    rng = np.random.default_rng(0)
+    masks = []
+    for i in range(30):
+        _, mask = disk_sample(radius=rng.uniform(8, 16), centre=(rng.integers(20, 44), rng.integers(20, 44)), seed=i)
+        masks.append(mask[None])
+    masks[7] = np.zeros_like(masks[7])
+    descriptors = np.stack([shape_descriptors(m) for m in masks])
+    priors = fit_priors(descriptors)
+    evidence = prior_evidence(priors, descriptors, own=np.arange(30))
+    assert np.argmax(evidence["presence_surprise"]) == 7
+    assert np.argmax(evidence["shape_outlier"]) == 7
+
+
+def test_shape_outliers_respect_two_normal_modes():
+    """Small and large disks are both normal; a mid-sized ring-like blob at the corner is not."""
+    masks = []
+    for i in range(40):
+        radius = 6 if i % 2 else 20
+        masks.append(disk_sample(radius=radius + (i % 5) * 0.3, seed=i)[1][None])
+    odd = np.zeros_like(masks[0]); odd[0, 2:12, 2:40] = True
+    descriptors = np.stack([shape_descriptors(m) for m in masks])
+    priors = fit_priors(descriptors)
+    query = np.stack([shape_descriptors(odd), descriptors[0], descriptors[1]])
+    outlier = prior_evidence(priors, query, own=np.array([-1, 0, 1]))["shape_outlier"]
+    assert outlier[0] > 3 * max(outlier[1], outlier[2])
+
+
+def test_fusion_learns_which_evidence_separates_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    n = 120
+    useful_given, useful_probe = rng.normal(0, 1, n), rng.normal(3, 1, n)
+    noise_given, noise_probe = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    given = {"useful": useful_given, "noise": noise_given}
+    probes = {"useful": useful_probe, "noise": noise_probe}
+    first, second = fuse(given, probes, seed=3), fuse(given, probes, seed=3)
+    assert np.array_equal(first.suspicion, second.suspicion)
+    assert first.self_check_auroc == second.self_check_auroc
+    assert first.weights["useful"] > 5 * abs(first.weights["noise"])
+    assert 0.9 < first.self_check_auroc <= 1.0
+    assert np.corrcoef(first.suspicion, useful_given)[0, 1] > 0.95
+
+
+def test_fusion_drops_given_masks_that_look_like_probes_from_the_negatives():
+    rng = np.random.default_rng(1)
+    clean, bad = rng.normal(0, 1, 90), rng.normal(4, 1, 30)  # 25 % of the given masks are bad
+    fusion = fuse({"x": np.r_[clean, bad]}, {"x": rng.normal(4, 1, 120)}, seed=0)
+    assert fusion.kept_negatives <= 100
+    assert fusion.self_check_auroc > 0.95
+    assert np.mean(fusion.suspicion[90:] > np.median(fusion.suspicion[:90])) > 0.95
+
+
+def test_fusion_with_too_few_samples_falls_back_to_equal_weights():
+    fusion = fuse({"a": np.arange(5.0), "b": np.arange(5.0)}, {"a": np.arange(5.0), "b": np.arange(5.0)})
+    assert np.isnan(fusion.self_check_auroc)
+    assert fusion.weights == {"a": 0.5, "b": 0.5}
