@@ -47,7 +47,7 @@ def snapshot_detection(data, config, unet, qam, history, epoch, truth) -> dict:
                          history_loss=history["loss"][: epoch + 1], history_t=history["t"][: epoch + 1],
                          history_weight=history["weight"][: epoch + 1], history_dice=history["dice"][: epoch + 1])
     signals = compute_signals(data, result)
-    scores = quality_scores(signals, result, outlier_score=np.zeros(len(data.images)), seed=config.seed)
+    scores = quality_scores(signals, seed=config.seed)
     ids = [sample.id for sample in data.index.samples]
     overall = detection_report(truth, dict(zip(ids, scores.quality)))["overall"]
     per_signal = {name: round(detection_report(truth, dict(zip(ids, -np.asarray(values))))["overall"]["auroc"], 3)

@@ -544,16 +544,23 @@ CRITIC_FAMILIES = ("erode", "dilate", "shift", "delete", "delete_object", "spuri
                    "jagged", "smooth")
 
 
-def _critic_family(family: str, masks: np.ndarray, rng: np.random.Generator, classes, donor) -> tuple[np.ndarray, str]:
-    """One corruption of ``family`` at a random strength (wider ranges than the benchmark's kinds)."""
+#: Strength ranges (px at 256 px) of the families with a strength: ``subtle`` ones train the critic to
+#: see small errors; the ``probe`` ones stand for the errors a relabeling queue wants (the fusion's probes).
+STRENGTHS = {
+    "subtle": {"erode": (1, 14), "dilate": (1, 14), "shift": (3, 30), "jagged": (1, 6), "smooth": (4, 20)},
+    "probe": {"erode": (4, 14), "dilate": (4, 14), "shift": (6, 30), "jagged": (3, 6), "smooth": (8, 20)},
+}
+
+
+def _critic_family(family: str, masks: np.ndarray, rng: np.random.Generator, classes, donor,
+                   strengths: dict[str, tuple[int, int]]) -> tuple[np.ndarray, str]:
+    """One corruption of ``family`` at a random strength from ``strengths``."""
     if family in ("erode", "dilate"):
-        return _erode_dilate(masks, rng, low=1, high=14, mode=family, ref_size=REFERENCE_SIZE)
-    if family == "shift":
-        return _shift(masks, rng, low=3, high=30)
-    if family == "jagged":
-        return _jagged(masks, rng, low=1, high=6)
-    if family == "smooth":
-        return _smooth(masks, rng, low=4, high=20)
+        low, high = strengths[family]
+        return _erode_dilate(masks, rng, low=low, high=high, mode=family, ref_size=REFERENCE_SIZE)
+    if family in ("shift", "jagged", "smooth"):
+        low, high = strengths[family]
+        return {"shift": _shift, "jagged": _jagged, "smooth": _smooth}[family](masks, rng, low=low, high=high)
     return get_corruption(family)(masks, rng, classes=classes, donor=donor)
 
 
@@ -565,12 +572,14 @@ def random_corruption(
     classes: Sequence[str] | None = None,
     donor: np.ndarray | None = None,
     second: float = 0.25,
+    strength: str = "subtle",
 ) -> tuple[np.ndarray, str]:
     """A random corruption of one sample's masks (K, H, W) that differs from them.
 
     A family is drawn uniformly from those that apply (``swap`` needs two non-empty classes,
     ``foreign`` a ``donor``; an empty mask can only gain a blob or a donor's mask), at a random
-    strength; with probability ``second`` a second family is applied on top (a mixture), so
+    strength (``strength``: a key of :data:`STRENGTHS`); with probability ``second`` a second
+    family is applied on top (a mixture), so
     that the critic does not learn one corruption's fingerprint. Returns ``(new_masks, detail)``;
     ``(masks, "")`` when nothing applies (an empty mask and no donor: K = 1, all empty).
     """
@@ -580,7 +589,7 @@ def random_corruption(
         rng.shuffle(options)
         for family in options:
             try:
-                out, detail = _critic_family(family, current, rng, classes, donor)
+                out, detail = _critic_family(family, current, rng, classes, donor, STRENGTHS[strength])
             except ValueError:
                 continue
             if not np.array_equal(out, current):

@@ -35,8 +35,10 @@ def corrupt_batch(
     *,
     families: Sequence[str] = CRITIC_FAMILIES,
     classes: Sequence[str] | None = None,
+    strength: str = "subtle",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One random corruption of each mask in a batch (B, K, S, S) bool.
+    """One random corruption of each mask in a batch (B, K, S, S) bool, at ``strength`` (see
+    :data:`maskaudit.corruptions.STRENGTHS`).
 
     The donor of ``foreign`` is the next sample's mask in the batch. Returns the corrupted
     masks (B, K, S, S) bool and (B,) bool, whether each differs from its given mask (False only
@@ -48,7 +50,7 @@ def corrupt_batch(
     for i, given in enumerate(masks):
         donor = masks[(i + 1) % len(masks)]
         corrupted[i], detail = random_corruption(
-            given, rng, families=families, classes=classes,
+            given, rng, families=families, classes=classes, strength=strength,
             donor=donor if donor.any() and not np.array_equal(donor, given) else None,
         )
         changed[i] = bool(detail)

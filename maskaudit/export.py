@@ -30,6 +30,9 @@ SCORE_COLUMNS = (
     "cluster",
     "outlier",
     "outlier_score",
+    "edge_misfit",
+    "presence_surprise",
+    "shape_outlier",
 )
 LIST_SEPARATOR = ";"
 
@@ -53,6 +56,9 @@ class ScoreRow:
     cluster: int
     outlier: bool
     outlier_score: float            # [0, 1], higher = further from the other samples' features
+    edge_misfit: float = 0.0        # how much stronger image edges are off the outline than on it (0: on it)
+    presence_surprise: float = 0.0  # -log P(classes present/absent as here), from the dataset's masks
+    shape_outlier: float = 0.0      # distance to the nearest given masks' shapes, robust units
 
     def as_csv_fields(self) -> list[str]:
         return [
@@ -71,6 +77,9 @@ class ScoreRow:
             str(self.cluster),
             str(int(self.outlier)),
             f"{self.outlier_score:.6f}",
+            f"{self.edge_misfit:.4f}",
+            f"{self.presence_surprise:.4f}",
+            f"{self.shape_outlier:.4f}",
         ]
 
 

@@ -146,6 +146,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     clusters = cluster_features(features, seed=config.train.seed)
     scores = quality_scores(signals, seed=config.train.seed)
     _require_finite("scores", {"quality_score": scores.quality})
+    check = self_check(scores, signals)
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
@@ -159,14 +160,14 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
 
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
         render_report(
-            _report_input(data, config, result, rows, clusters.coords, seconds),
+            _report_input(data, config, result, rows, clusters.coords, seconds, check),
             lambda sample_id: _sample_visuals(data, result, position_of[sample_id]),
             out_dir,
             max_visual_samples=config.max_report_samples,
             progress=progress,
         )
         seconds["report"] = time.perf_counter() - clock
-    _write_run_json(out_dir, data, config, result, clusters, scores, signals, seconds, group)
+    _write_run_json(out_dir, data, config, result, clusters, check, seconds, group)
     shutdown(group)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
@@ -206,6 +207,9 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
                 cluster=int(clusters.labels[position]),
                 outlier=bool(clusters.outlier[position]),
                 outlier_score=float(clusters.outlier_score[position]),
+                edge_misfit=float(scores.evidence["edge_misfit"][position]),
+                presence_surprise=float(scores.evidence["presence_surprise"][position]),
+                shape_outlier=float(scores.evidence["shape_outlier"][position]),
             )
         )
     return rows
@@ -240,7 +244,7 @@ def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:
 
 
 def _report_input(data: PreparedData, config: ScanConfig, result: TrainResult, rows: list[ScoreRow],
-                  coords: np.ndarray, seconds: dict[str, float]):
+                  coords: np.ndarray, seconds: dict[str, float], check: dict[str, object]):
     """The report's data, rows in rank order and the 2-D feature map aligned with them."""
     from .report import ReportInput, SampleRow
 
@@ -258,6 +262,7 @@ def _report_input(data: PreparedData, config: ScanConfig, result: TrainResult, r
         rows=tuple(SampleRow(**{name: getattr(row, name) for name in row_fields}) for row in rows),
         coords=np.asarray([coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2),
         version=__version__,
+        self_check=check,
     )
 
 
@@ -302,7 +307,7 @@ def self_check(scores, signals) -> dict[str, object]:
 
 
 def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, result: TrainResult, clusters,
-                    scores, signals, seconds: dict[str, float], group) -> None:
+                    check: dict[str, object], seconds: dict[str, float], group) -> None:
     import sklearn
     import torch
 
@@ -325,7 +330,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
                 "skipped": [{"path": item.path, "reason": item.reason} for item in data.index.skipped],
             },
             "clustering": {"k": int(clusters.k), "outliers": int(np.sum(clusters.outlier))},
-            "self_check": self_check(scores, signals),
+            "self_check": check,
             "stage_seconds": {name: round(value, 3) for name, value in seconds.items()},
         },
     )

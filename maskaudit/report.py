@@ -79,6 +79,9 @@ class ReportInput:
     rows: tuple[SampleRow, ...]  # sorted by rank
     coords: np.ndarray  # (N, 2) float, aligned with rows
     version: str
+    # the scan's self-check (maskaudit.pipeline.self_check): estimated_auroc, segmenter_median_dice,
+    # summary (one sentence), fusion_weights; empty: not shown
+    self_check: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------ template data
@@ -200,7 +203,24 @@ class _Page:
     scatter: _Scatter
     visual_limit: int
     rows_without_visuals: int
+    self_check: dict[str, Any]
     data: dict[str, Any] = field(default_factory=dict)  # embedded as JSON for report.js
+
+
+def _self_check(check: dict[str, Any]) -> dict[str, Any]:
+    """The self-check card's values: AUROC and Dice as text, and the evidence weights, largest first."""
+    if not check:
+        return {}
+    auroc = check.get("estimated_auroc")
+    weights = check.get("fusion_weights", {})
+    largest = max((abs(value) for value in weights.values()), default=0.0) or 1.0
+    return {
+        "auroc": "n/a" if auroc is None else _fmt(auroc, 2),
+        "median_dice": _fmt(check.get("segmenter_median_dice", float("nan")), 2),
+        "summary": str(check.get("summary", "")),
+        "weights": [_KeyValue(key=name, value=_fmt(value, 2), percent=round(100 * abs(value) / largest, 1))
+                    for name, value in weights.items()],
+    }
 
 
 # --------------------------------------------------------------------------------------------- public
@@ -559,4 +579,5 @@ def _build_page(report: ReportInput, assets: list[dict[str, Any]], colours: list
         classes=class_infos, issues=issues, clusters=_clusters(rows), skipped=skipped, settings=settings,
         stages=stages, total_time=_fmt_seconds(total), histogram=_histogram(scores, suspect, report.threshold),
         scatter=_scatter(report), visual_limit=int(max_visual_samples),
-        rows_without_visuals=max(0, len(rows) - max_visual_samples), data=data)
+        rows_without_visuals=max(0, len(rows) - max_visual_samples), self_check=_self_check(report.self_check),
+        data=data)

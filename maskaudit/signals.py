@@ -89,7 +89,7 @@ def compute_signals(
             given_parts.setdefault(name, []).append(values)
         if probes:
             rng = np.random.default_rng([seed, rows.start + out.start])
-            corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes)
+            corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
             t = _critic_scores(result.qam, batch_images, corrupted, device=device)
             for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
                                               multilabel=multilabel).items():
