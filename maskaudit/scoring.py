@@ -109,6 +109,7 @@ def mask_evidence(signals: "Signals", priors, *, own: np.ndarray | None = None) 
         "pixel_softmin": -signals.softmin,
         "boundary": np.log1p(signals.boundary.max(axis=1)),
         "critic": -signals.qam_score,
+        "critic_preference": signals.critic_preference,
         "edge_misfit": signals.edge_misfit,
         "low_contrast": signals.low_contrast,
         **prior_evidence(priors, signals.shape, own=own),

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -31,16 +30,12 @@ class Fusion:
 
     suspicion: np.ndarray             # (N,) out-of-fold score of 'bad label' for the given masks (higher = worse)
     weights: dict[str, float]         # per evidence feature, the logistic model's coefficient on its robust z-score
-    model: str                        # "logistic" or "boosting": the one with the better cross-validated AUROC
     self_check_auroc: float           # cross-validated AUROC, probes against the kept given masks (NaN: not fitted)
     kept_negatives: int               # given masks used as negatives after dropping likely-bad ones
 
 
-def _model(name: str, seed: int):
-    if name == "logistic":
-        return LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000)
-    return HistGradientBoostingClassifier(max_depth=3, max_iter=150, learning_rate=0.05, l2_regularization=1.0,
-                                          min_samples_leaf=10, class_weight="balanced", random_state=seed)
+def _model() -> LogisticRegression:
+    return LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000)
 
 
 def _robust_standardise(given: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,29 +46,22 @@ def _robust_standardise(given: np.ndarray, probes: np.ndarray) -> tuple[np.ndarr
     return tuple(np.clip((values - centre) / scale, -10, 10) for values in (given, probes))
 
 
-def _out_of_fold(name: str, negatives: np.ndarray, probes: np.ndarray, others: np.ndarray, *,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of every negative and probe by a model that did not see it ((n + M,), in that order), and
-    of ``others`` (given masks outside the training set) averaged over the fold models."""
+def _out_of_fold(negatives: np.ndarray, probes: np.ndarray, *, seed: int) -> np.ndarray:
+    """(n + M,) the score of every negative and probe, in that order, by a model that did not see it."""
     x = np.concatenate([negatives, probes])
     y = np.r_[np.zeros(len(negatives)), np.ones(len(probes))]
-    scores, other_scores = np.zeros(len(x)), np.zeros(len(others))
-    for train_rows, test_rows in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(x, y):
-        model = _model(name, seed).fit(x[train_rows], y[train_rows])
-        scores[test_rows] = model.decision_function(x[test_rows])
-        if len(others):
-            other_scores += model.decision_function(others) / FOLDS
-    return scores, other_scores
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    return cross_val_predict(_model(), x, y, cv=folds, method="decision_function")
 
 
 def fuse(given: dict[str, np.ndarray], probes: dict[str, np.ndarray], *, seed: int = 0) -> Fusion:
     """Learn the fusion from evidence of the given masks (each (N,)) and of their probes (each (M,),
     same keys; higher = worse) and score the given masks, each by models that did not train on it.
 
-    Pass 1 (logistic, every given mask a negative) finds the given masks that score like probes;
-    they are dropped from the negatives. Pass 2 cross-validates a logistic regression and a small
-    gradient-boosted tree ensemble on the rest and keeps the one with the higher AUROC (the
-    logistic one unless the trees win by 0.01). Deterministic for a seed.
+    The suspicion comes from a logistic regression with every given mask a negative (the few bad
+    ones among them only blur the boundary). The self-check refits it without the given masks that
+    score like probes (most of them real bad labels) and cross-validates it on the rest, so that
+    the estimate is not dragged down by the dataset's own errors. Deterministic for a seed.
     """
     names = tuple(given)
     x_given = np.nan_to_num(np.column_stack([given[name] for name in names]).astype(np.float64))
@@ -81,26 +69,19 @@ def fuse(given: dict[str, np.ndarray], probes: dict[str, np.ndarray], *, seed: i
     x_given, x_probe = _robust_standardise(x_given, x_probe)
     if min(len(x_given), len(x_probe)) < MIN_PER_CLASS:
         return Fusion(suspicion=x_given.mean(axis=1), weights={name: 1.0 / len(names) for name in names},
-                      model="mean", self_check_auroc=float("nan"), kept_negatives=len(x_given))
+                      self_check_auroc=float("nan"), kept_negatives=len(x_given))
 
-    scores, _ = _out_of_fold("logistic", x_given, x_probe, x_given[:0], seed=seed)
-    kept = scores[: len(x_given)] < np.median(scores[len(x_given) :])
+    scores = _out_of_fold(x_given, x_probe, seed=seed)
+    suspicion = scores[: len(x_given)]
+    kept = suspicion < np.median(scores[len(x_given) :])
     if kept.sum() < MIN_PER_CLASS:
         kept = np.ones(len(x_given), bool)
+    check_scores = _out_of_fold(x_given[kept], x_probe, seed=seed)
     y = np.r_[np.zeros(kept.sum()), np.ones(len(x_probe))]
-    results = {}
-    for name in ("logistic", "boosting"):
-        scores, dropped = _out_of_fold(name, x_given[kept], x_probe, x_given[~kept], seed=seed)
-        results[name] = (float(roc_auc_score(y, scores)), scores, dropped)
-    chosen = "boosting" if results["boosting"][0] > results["logistic"][0] + 0.01 else "logistic"
-    auroc, scores, dropped = results[chosen]
-    suspicion = np.empty(len(x_given))
-    suspicion[kept], suspicion[~kept] = scores[: kept.sum()], dropped
-    linear = _model("logistic", seed).fit(np.concatenate([x_given[kept], x_probe]), y)
+    linear = _model().fit(np.concatenate([x_given, x_probe]), np.r_[np.zeros(len(x_given)), np.ones(len(x_probe))])
     return Fusion(
         suspicion=suspicion,
         weights={name: float(weight) for name, weight in zip(names, linear.coef_[0])},
-        model=chosen,
-        self_check_auroc=auroc,
+        self_check_auroc=float(roc_auc_score(y, check_scores)),
         kept_negatives=int(kept.sum()),
     )
