@@ -9,6 +9,7 @@ corruption kind, wall times and their ratios, for maskaudit's quality_score, the
 alone and each cleanlab pipeline.
 
     python -m benchmarks.run_detection                          # JSRT 40 % mixed + synthetic RGB
+    python -m benchmarks.run_detection --datasets ddti ph2 --folds 2   # the hard one-class sets
     python -m benchmarks.run_detection --datasets jsrt --fractions 0.25 0.5 0.75
 """
 
@@ -61,15 +62,16 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
         shutil.rmtree(corrupted)
     truth = make_corrupted(source, corrupted, fraction=fraction, kinds=kinds, seed=args.seed)
     out_dir = runs / f"{name}-{int(fraction * 100)}pct-scan"
-    train_config = TrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, precision=args.precision)
+    train_config = TrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, precision=args.precision,
+                               critic_holdout=tuple(args.critic_holdout))
     started = time.perf_counter()
     result = scan(corrupted, out_dir, ScanConfig(train=train_config, overwrite=True, report=False), progress=args.progress)
     scan_seconds = time.perf_counter() - started
     reports = {
         "maskaudit quality_score": detection_report(truth, {row.id: row.quality_score for row in result.rows}),
-        "raw QAM score": detection_report(truth, {row.id: row.qam_score for row in result.rows}),
+        "label critic alone (qam_score)": detection_report(truth, {row.id: row.qam_score for row in result.rows}),
     }
-    seconds = {"maskaudit quality_score": scan_seconds, "raw QAM score": scan_seconds}
+    seconds = {"maskaudit quality_score": scan_seconds, "label critic alone (qam_score)": scan_seconds}
     if not args.no_cleanlab:
         from benchmarks.cleanlab_pipeline import run_cleanlab_pipeline
 
@@ -84,9 +86,10 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
             name_cl = f"cleanlab {folds}-fold"
             reports[name_cl] = detection_report(truth, dict(zip((s.id for s in data.index.samples), scores)))
             seconds[name_cl] = cleanlab_seconds
-    options = json.loads((out_dir / "run.json").read_text())["options"]
+    run = json.loads((out_dir / "run.json").read_text())
     return {"dataset": name, "fraction": fraction, "kinds": list(kinds), "reports": reports, "seconds": seconds,
-            "stage_seconds": result.stage_seconds, "epochs": options["epochs"], "epoch_budget": options["epoch_budget"]}
+            "stage_seconds": result.stage_seconds, "epochs": run["options"]["epochs"],
+            "epoch_budget": run["options"]["epoch_budget"], "self_check": run["self_check"]}
 
 
 def speed_ratios(outcome: dict) -> list[str]:
@@ -116,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="epochs of each fold's U-Net; default: maskaudit's epoch budget for the dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cleanlab", action="store_true")
+    parser.add_argument("--critic-holdout", nargs="*", default=[],
+                        help="corruption families the label critic and the fusion's probes never see "
+                             "(maskaudit.corruptions.CRITIC_FAMILIES), to measure a kind it was not trained on")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs")
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
@@ -131,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             print()
             for line in speed_ratios(outcome):
                 print(line)
-            print(f"\nmaskaudit trained {outcome['epochs']} of {outcome['epoch_budget']} epochs.")
+            ours = outcome["reports"]["maskaudit quality_score"]["overall"]["auroc"]
+            check = outcome["self_check"]
+            print(f"\nself-check: estimated AUROC {check['estimated_auroc']} against the true {ours:.3f}; "
+                  f"segmenter median Dice {check['segmenter_median_dice']}")
+            if args.critic_holdout:
+                print(f"held out of the critic's training and the probes: {', '.join(args.critic_holdout)}")
+            print(f"maskaudit trained {outcome['epochs']} of {outcome['epoch_budget']} epochs.")
             print(f"maskaudit stage seconds: {json.dumps({k: round(v, 1) for k, v in outcome['stage_seconds'].items()})}")
             sys.stdout.flush()
     if args.json:

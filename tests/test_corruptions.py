@@ -380,3 +380,28 @@ def test_cleanlab_pipeline_runs_on_a_tiny_dataset():
     assert scores.shape == (6,) and np.all((scores >= 0) & (scores <= 1)) and seconds > 0
     again, _ = run_cleanlab_pipeline(images, masks, folds=2, epochs=1, batch_size=4, width=4, seed=0)
     np.testing.assert_allclose(scores, again, rtol=1e-5)
+
+
+def test_empty_masks_are_never_drawn_for_corruption():
+    ids = [f"s{i}" for i in range(10)]
+    plan = plan_corruptions(ids, fraction=0.5, kinds=["shift"], seed=0, eligible=ids[:6])
+    assert sum(kind is not None for kind in plan.values()) == 5
+    assert all(plan[i] is None for i in ids[6:])
+    with pytest.raises(ValueError, match="only 2 are eligible"):
+        plan_corruptions(ids, fraction=0.5, kinds=["shift"], seed=0, eligible=ids[:2])
+
+
+def test_shift_and_foreign_make_the_errors_they_name():
+    from maskaudit.corruptions import get_corruption, pick_donor
+
+    masks = np.zeros((3, 1, 64, 64), bool)
+    masks[0, 0, 20:40, 20:40] = True
+    masks[1, 0, 5:15, 40:60] = True
+    shifted, detail = get_corruption("shift")(masks[0], np.random.default_rng(0))
+    assert shifted.sum() == masks[0].sum() and not np.array_equal(shifted, masks[0]) and "shifted" in detail
+    donor = pick_donor(masks, 0, np.random.default_rng(0))
+    assert np.array_equal(donor, masks[1])  # the only other non-empty mask
+    foreign, _ = get_corruption("foreign")(masks[0], np.random.default_rng(0), donor=donor)
+    assert np.array_equal(foreign, masks[1])
+    with pytest.raises(ValueError, match="donor"):
+        get_corruption("foreign")(masks[0], np.random.default_rng(0))

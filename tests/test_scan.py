@@ -83,6 +83,17 @@ def test_run_json_and_report_are_written(scanned):
     assert str(out / "scores.csv") in output
 
 
+def test_the_self_check_is_recorded_and_shown(scanned):
+    _, out, _, _ = scanned
+    check = json.loads((out / "run.json").read_text())["self_check"]
+    assert 0.5 < check["estimated_auroc"] <= 1.0  # the planted errors are gross: probes are easy to tell apart
+    assert 0.0 <= check["segmenter_median_dice"] <= 1.0
+    assert {"critic", "disagreement", "edge_misfit", "presence_surprise"} <= set(check["fusion_weights"])
+    assert check["summary"].endswith(".")
+    html = (out / "report.html").read_text()
+    assert "Self-check" in html and check["summary"] in html
+
+
 def test_top_and_suspects_only_filter_the_csv(scanned, tmp_path):
     dataset, out, _, _ = scanned
     full = read_scores_csv(out / "scores.csv")
