@@ -8,10 +8,13 @@ TORCH_PIN ?= torch==2.13.0
 # A real Label Studio server for the export test, in its own venv: it pins many packages.
 LABEL_STUDIO_VENV ?= .venv-labelstudio
 LABEL_STUDIO_PIN ?= label-studio==1.23.2
+# Datumaro, the COCO reader under CVAT's "COCO 1.0" import, for the COCO export test (it pins pillow).
+DATUMARO_VENV ?= .venv-datumaro
+DATUMARO_PIN ?= datumaro==1.13.12
 DEMO_DATA := examples/data/demo
 DEMO_OUT := demo-output
 
-.PHONY: install demo test test-all browser labelstudio bench clean
+.PHONY: install demo test test-all browser labelstudio datumaro bench clean
 
 $(BIN)/maskaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +46,15 @@ $(LABEL_STUDIO_VENV)/bin/label-studio:
 # Label Studio for tests/test_export.py (about 2.5 minutes on a fresh machine).
 labelstudio: $(LABEL_STUDIO_VENV)/bin/label-studio
 
-test: install browser labelstudio
+$(DATUMARO_VENV)/bin/datum:
+	$(PYTHON) -m venv $(DATUMARO_VENV)
+	$(DATUMARO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DATUMARO_VENV)/bin/python -m pip install --quiet $(DATUMARO_PIN)
+	touch $@
+
+datumaro: $(DATUMARO_VENV)/bin/datum
+
+test: install browser labelstudio datumaro
 	$(BIN)/python -m pytest -q
 
 bench: install

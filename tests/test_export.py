@@ -150,6 +150,53 @@ def test_coco_decodes_to_the_suggested_masks_with_scores_as_attributes(scanned, 
         assert all(dice(d, e) == 1.0 for d, e in zip(decoded, expected))
 
 
+DATUMARO = Path(__file__).resolve().parents[1] / ".venv-datumaro" / "bin" / "python"
+# Run in Datumaro's venv: read a COCO instances file as CVAT's "COCO 1.0" import does, dump its masks.
+DATUMARO_READER = """
+import json, sys
+import numpy as np
+import datumaro as dm
+root, out = sys.argv[1], sys.argv[2]
+dataset = dm.Dataset.import_from(root, "coco_instances")
+labels = dataset.categories()[dm.AnnotationType.label]
+found = [(item.id, labels.items[ann.label].name, ann) for item in dataset for ann in item.annotations
+         if ann.type == dm.AnnotationType.mask]
+np.savez(out + ".npz", *[ann.image.astype(bool) for _, _, ann in found])
+with open(out + ".json", "w") as handle:
+    json.dump([[item_id, label, dict(ann.attributes)] for item_id, label, ann in found], handle)
+"""
+
+
+def test_coco_export_reads_back_through_datumaro_as_cvat_imports_it(scanned, tmp_path):
+    """CVAT's COCO 1.0 import is Datumaro's COCO reader: the masks and attributes must survive it."""
+    import os
+    import subprocess
+
+    _, results = scanned
+    python = Path(os.environ.get("MASKAUDIT_DATUMARO_PYTHON", DATUMARO))
+    if not python.is_file():
+        pytest.fail(f"Datumaro is not installed at {python}: run `make datumaro` "
+                    "(or set MASKAUDIT_DATUMARO_PYTHON to a Python that imports datumaro)")
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)  # Datumaro's layout: annotations/ beside images/ (left empty)
+    out = root / "annotations" / "instances_default.json"
+    outcome = export(str(results), "--format", "coco", "--out", str(out))
+    assert outcome.exit_code == 0, outcome.output
+    read = subprocess.run([str(python), "-c", DATUMARO_READER, str(root), str(tmp_path / "read")],
+                          capture_output=True, text=True, timeout=300)
+    assert read.returncode == 0, read.stderr
+    found = json.loads((tmp_path / "read.json").read_text())
+    masks = np.load(tmp_path / "read.npz")
+    rows = {row["id"]: row for row in read_scores_csv(results / "scores.csv")}
+    assert len(found) == len(rows) * len(CLASSES)  # every class of every suspect has pixels here
+    for position, (item_id, label, attributes) in enumerate(found):
+        sample_id = Path(item_id).name
+        expected = suggested(results, sample_id)[CLASSES.index(label)]
+        assert np.array_equal(masks[f"arr_{position}"], expected)
+        assert attributes["quality_score"] == pytest.approx(float(rows[sample_id]["quality_score"]))
+        assert attributes["issue_type"] == rows[sample_id]["issue_type"]
+
+
 def _copy_with_non_suspects(results: Path, target: Path, non_suspects: set[str]) -> Path:
     """A copy of ``results`` in which ``non_suspects`` are not suspects and have no suggested files."""
     shutil.copytree(results, target)
