@@ -137,7 +137,7 @@ def read_relabel_ids(path: Path, results: ScanResults) -> set[str]:
     foreign = [sample_id for sample_id, _ in decided if sample_id not in known]
     if foreign:
         raise ExportError(
-            f"{path} is from another run: {len(foreign)} of its ids are not in this run's scores.csv "
-            f"(e.g. {foreign[0]!r})"
+            f"{path} looks like the decisions of another run: {len(foreign)} of its ids are not in "
+            f"this run's scores.csv (e.g. {foreign[0]!r})"
         )
     return {sample_id for sample_id, decision in decided if decision == "relabel"}
