@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .errors import MaskauditError
+from .exporters import FORMATS as EXPORT_FORMATS
 from .models import MODES
 
 _DATASET = click.Path(exists=False, file_okay=False, path_type=Path)
@@ -169,6 +170,34 @@ def predict(model: Path, images_dir: Path, out_dir: Path, device: str, overwrite
     for item in skipped:
         click.echo(f"skipped {item.path}: {item.reason}", err=True)
     click.echo(f"{written} images segmented; masks in {out_dir / 'masks'}")
+
+
+@main.command()
+@click.argument("results", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "format_name", required=True, type=click.Choice(EXPORT_FORMATS),
+              help="labelstudio: tasks JSON (+ labeling config XML beside it); coco: COCO instances JSON for CVAT.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The file to write.")
+@click.option("--all", "everything", is_flag=True, help="Export every sample of scores.csv, not only the suspects.")
+@click.option("--decisions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Export the rows marked 'relabel' in this decisions CSV downloaded from the run's report.")
+@click.option("--image-prefix", metavar="URL", default=None,
+              help="labelstudio: put URL before each image path relative to the dataset root "
+                   "(default: Label Studio local files, /data/local-files/?d=<absolute path>).")
+@click.option("--overwrite", is_flag=True, help="Replace --out (and the files written beside it) if they exist.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def export(results: Path, format_name: str, out: Path, everything: bool, decisions: Path | None,
+           image_prefix: str | None, overwrite: bool, quiet: bool) -> None:
+    """Write the suspects of the scan in RESULTS, with their suggested masks, for a labeling tool."""
+    from .exporters import export_scan
+
+    if everything and decisions is not None:
+        raise click.UsageError("--all and --decisions choose different samples: pass only one")
+    try:
+        summary = export_scan(results, out, format_name=format_name, everything=everything, decisions=decisions,
+                              image_prefix=image_prefix, overwrite=overwrite, progress=not quiet)
+    except MaskauditError as error:
+        _fail(error)
+    click.echo(f"{summary.count} samples exported: {', '.join(str(path) for path in summary.files)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,3 +37,9 @@ class TrainingError(MaskauditError):
     """Training cannot go on (for example the loss became NaN)."""
 
     exit_code = 5
+
+
+class ExportError(MaskauditError):
+    """A results directory cannot be exported (not a finished scan, nothing selected, a foreign decisions CSV)."""
+
+    exit_code = 6

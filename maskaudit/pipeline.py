@@ -155,19 +155,23 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     write_scores_csv(out_dir / "scores.csv", selected)
     seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
 
+    run_id = None
     if config.report:
-        from .report import render_report  # the report is the only user of jinja2
+        from .report import render_report, report_id  # the report is the only user of jinja2
 
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
+        report_input = _report_input(data, config, result, rows, clusters.coords, seconds, check)
+        run_id = report_id(report_input)  # in run.json too: `export --decisions` checks it
         render_report(
-            _report_input(data, config, result, rows, clusters.coords, seconds, check),
+            report_input,
             lambda sample_id: _sample_visuals(data, result, position_of[sample_id]),
             out_dir,
             max_visual_samples=config.max_report_samples,
             progress=progress,
+            run_id=run_id,
         )
         seconds["report"] = time.perf_counter() - clock
-    _write_run_json(out_dir, data, config, result, clusters, check, seconds, group)
+    _write_run_json(out_dir, data, config, result, clusters, check, seconds, group, report_id=run_id)
     shutdown(group)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
@@ -307,7 +311,7 @@ def self_check(scores, signals) -> dict[str, object]:
 
 
 def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, result: TrainResult, clusters,
-                    check: dict[str, object], seconds: dict[str, float], group) -> None:
+                    check: dict[str, object], seconds: dict[str, float], group, *, report_id: str | None) -> None:
     import sklearn
     import torch
 
@@ -319,6 +323,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
                          "numpy": np.__version__, "scikit-learn": sklearn.__version__},
             "options": _settings(config) | {"epochs": result.config.epochs, "epoch_budget": result.epoch_budget},
             "seed": config.train.seed,
+            "report_id": report_id,  # the id in the report's decisions CSV file name; null without a report
             # Same seed, same scores holds for the same machine, torch build and thread count.
             "torch_threads": torch.get_num_threads(),
             "processes": group.world_size,

@@ -429,7 +429,8 @@ def _fmt_setting(value: object) -> str:
     return str(value)
 
 
-def _report_id(report: ReportInput) -> str:
+def report_id(report: ReportInput) -> str:
+    """The run's identity: a hash of the dataset root, settings and ranked ids (stable across re-renders)."""
     h = hashlib.sha256()
     h.update(report.dataset_root.encode("utf-8"))
     h.update(json.dumps({str(k): _fmt_setting(v) for k, v in report.settings.items()}, sort_keys=True).encode())
@@ -543,7 +544,7 @@ def _build_page(report: ReportInput, assets: list[dict[str, Any]], colours: list
     settings = [_KeyValue(key=str(k), value=_fmt_setting(v)) for k, v in report.settings.items()]
     skipped = [_KeyValue(key=str(p), value=str(reason)) for p, reason in report.skipped]
 
-    rid = run_id or _report_id(report)
+    rid = run_id or report_id(report)
     json_rows = []
     for i, r in enumerate(rows):
         entry: dict[str, Any] = {
