@@ -548,7 +548,7 @@ CRITIC_FAMILIES = ("erode", "dilate", "shift", "delete", "delete_object", "spuri
 #: see small errors; the ``probe`` ones stand for the errors a relabeling queue wants (the fusion's probes).
 STRENGTHS = {
     "subtle": {"erode": (1, 14), "dilate": (1, 14), "shift": (3, 30), "jagged": (1, 6), "smooth": (4, 20)},
-    "probe": {"erode": (4, 14), "dilate": (4, 14), "shift": (6, 30), "jagged": (3, 6), "smooth": (8, 20)},
+    "probe": {"erode": (5, 14), "dilate": (5, 14), "shift": (8, 30), "jagged": (4, 6), "smooth": (10, 20)},
 }
 
 

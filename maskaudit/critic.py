@@ -18,14 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scipy import ndimage
-
 from .corruptions import CRITIC_FAMILIES, random_corruption
-
-#: The critic's local check: small edits of a mask (px at the working size). A mask the critic scores
-#: below one of its own edits does not sit where the critic thinks the structure is.
-VARIANT_RADII = (2, 4, 7)
-VARIANT_SHIFT = 4
 
 
 def critic_families(holdout: Sequence[str] = ()) -> tuple[str, ...]:
@@ -78,22 +71,3 @@ def ranking_loss(t_given: torch.Tensor, t_corrupted: torch.Tensor, changed: torc
     pointwise = 0.5 * (F.softplus(-t_given) + F.softplus(t_corrupted))
     return ((pairwise + pointwise) * weight).sum() / weight.sum()
 
-
-def mask_variants(masks: np.ndarray) -> np.ndarray:
-    """Small edits of each mask in a batch (b, K, S, S) bool: every class eroded and dilated by each
-    of VARIANT_RADII px, and the whole mask moved VARIANT_SHIFT px up, down, left and right.
-    Returns (V, b, K, S, S) bool, V = 2 * len(VARIANT_RADII) + 4."""
-    masks = np.asarray(masks, dtype=bool)
-    inside = np.stack([[ndimage.distance_transform_edt(m) if m.any() else np.zeros(m.shape) for m in sample]
-                       for sample in masks])
-    outside = np.stack([[ndimage.distance_transform_edt(~m) if m.any() else np.full(m.shape, np.inf) for m in sample]
-                        for sample in masks])
-    variants = [inside > radius for radius in VARIANT_RADII] + [outside <= radius for radius in VARIANT_RADII]
-    step = VARIANT_SHIFT
-    for axis, amount in ((2, step), (2, -step), (3, step), (3, -step)):
-        moved = np.roll(masks, amount, axis=axis)
-        edge = [slice(None)] * 4
-        edge[axis] = slice(0, amount) if amount > 0 else slice(amount, None)
-        moved[tuple(edge)] = False  # what enters from the border is background
-        variants.append(moved)
-    return np.stack(variants)

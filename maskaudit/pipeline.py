@@ -289,7 +289,7 @@ def _settings(config: ScanConfig) -> dict[str, object]:
 def self_check(scores, signals) -> dict[str, object]:
     """What a user can trust: the fusion's estimated AUROC on held-out synthetic corruptions of this
     dataset, how well the segmenter fits the labels, and one sentence on what that means."""
-    auroc = scores.fusion.self_check_auroc
+    auroc = scores.self_check_auroc
     median_dice = float(np.median(signals.dice.mean(axis=1)))
     if not np.isfinite(auroc):
         sentence = "Too few samples to estimate how well the ranking works."
@@ -306,7 +306,6 @@ def self_check(scores, signals) -> dict[str, object]:
         "segmenter_median_dice": round(median_dice, 4),
         "summary": sentence,
         "fusion_weights": {name: round(weight, 4) for name, weight in top},
-        "negatives_kept": scores.fusion.kept_negatives,
     }
 
 

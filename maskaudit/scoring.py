@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from .evidence.fusion import Fusion, fuse
+from .evidence.fusion import Fusion, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 
 if TYPE_CHECKING:
@@ -109,7 +109,6 @@ def mask_evidence(signals: "Signals", priors, *, own: np.ndarray | None = None) 
         "pixel_softmin": -signals.softmin,
         "boundary": np.log1p(signals.boundary.max(axis=1)),
         "critic": -signals.qam_score,
-        "critic_preference": signals.critic_preference,
         "edge_misfit": signals.edge_misfit,
         "low_contrast": signals.low_contrast,
         **prior_evidence(priors, signals.shape, own=own),
@@ -126,7 +125,8 @@ class Scores:
     quality: np.ndarray                  # (N,) exported quality_score in [0, 1], higher = better label
     suspicion: np.ndarray                # (N,) fused score that orders the ranking (higher = worse)
     evidence: dict[str, np.ndarray]      # per-feature evidence, each (N,), higher = worse
-    fusion: Fusion                       # the learned weights and the self-check
+    fusion: Fusion                       # the learned weights, given masks' and probes' scores
+    self_check_auroc: float              # estimated AUROC on this dataset (NaN: too few samples)
 
 
 def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
@@ -141,5 +141,6 @@ def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
     informative = [name for name, values in given.items() if np.ptp(np.r_[values, probes[name]]) > 0]
     fusion = fuse({name: given[name] for name in informative}, {name: probes[name] for name in informative},
                   seed=seed)
-    return Scores(quality=quality_from_suspicion(fusion.suspicion, seed=seed), suspicion=fusion.suspicion,
-                  evidence=given, fusion=fusion)
+    quality = quality_from_suspicion(fusion.suspicion, seed=seed)
+    return Scores(quality=quality, suspicion=fusion.suspicion, evidence=given, fusion=fusion,
+                  self_check_auroc=self_check_auroc(fusion, quality >= 0.5))

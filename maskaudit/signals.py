@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .critic import corrupt_batch, critic_families, mask_variants
+from .critic import corrupt_batch, critic_families
 from .evidence.image import image_evidence
 from .evidence.segmenter import segmenter_evidence
 from .inference import run_networks
@@ -36,7 +36,6 @@ class Signals:
     boundary: np.ndarray        # (N, K) mean symmetric surface distance, working-resolution px
     softmin: np.ndarray         # (N,) soft minimum over pixels of the probability of the given label
     qam_score: np.ndarray       # (N,) raw QAM score t of the final model: the label critic
-    critic_preference: np.ndarray  # (N,) best t among small edits of the mask minus its own t (> 0: an edit fits better)
     qam_features: np.ndarray    # (N, G) pooled QAM penultimate features (G = 0 for probes)
     bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features (F = 0 for probes)
     shape: np.ndarray           # (N, K * D) shape descriptors of the given masks
@@ -45,19 +44,13 @@ class Signals:
     probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy per sample
 
 
-def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray, t: np.ndarray, qam, *,
-                  multilabel: bool, device: str) -> dict[str, np.ndarray]:
-    """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's
-    t (b,) of the masks and the critic itself (None: no critic)."""
-    preference = np.zeros(len(masks), np.float32)
-    if qam is not None:
-        edits = np.stack([_critic_scores(qam, images, variant, device=device) for variant in mask_variants(masks)])
-        preference = edits.max(axis=0) - t
+def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray, t: np.ndarray, *,
+                  multilabel: bool) -> dict[str, np.ndarray]:
+    """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's t (b,)."""
     return {
         **segmenter_evidence(probabilities, masks, multilabel=multilabel),
         **image_evidence(images, masks),
         "qam_score": t,
-        "critic_preference": preference,
         "shape": np.stack([shape_descriptors(m) for m in masks]),
     }
 
@@ -90,8 +83,7 @@ def compute_signals(
     ):
         span = slice(out.start, out.start + len(out.probabilities))
         batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
-        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, result.qam,
-                              multilabel=multilabel, device=device)
+        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, multilabel=multilabel)
         parts.update(qam_features=out.qam_features, bottleneck=out.bottleneck)
         for name, values in parts.items():
             given_parts.setdefault(name, []).append(values)
@@ -99,8 +91,8 @@ def compute_signals(
             rng = np.random.default_rng([seed, rows.start + out.start])
             corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
             t = _critic_scores(result.qam, batch_images, corrupted, device=device)
-            for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t, result.qam,
-                                              multilabel=multilabel, device=device).items():
+            for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
+                                              multilabel=multilabel).items():
                 probe_parts.setdefault(name, []).append(values)
         bar.update(len(given))
     bar.close()

@@ -3,10 +3,11 @@
 The given masks (mostly right) are the negatives, and one synthetic corruption of each (a probe,
 certainly wrong) the positives. A logistic regression on robust z-scores of the evidence learns
 which evidence separates them *on this dataset*: where the segmenter fits the labels, its
-disagreement; where it does not, the critic, the image edges and the priors. Given masks that
-already look like probes (the real bad labels among them) are dropped from the negatives once
-and the model refitted. Its cross-validated AUROC on the probes is the **self-check**: an
-estimate of how well the score finds corrupted masks in this dataset.
+disagreement; where it does not, the critic, the image edges and the priors. Its weights are
+held non-negative: every feature is oriented so that more means worse, and a negative weight
+could only come from features that overlap. Every mask is scored by a model that did not see it.
+The **self-check** is the AUROC of probes against the given masks the scan believes clean: an
+estimate of how well the ranking finds wrong masks in this dataset.
 
 Shape key: N given masks, M probes, F evidence features.
 """
@@ -16,26 +17,50 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from scipy.optimize import minimize
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 
 FOLDS = 5
 MIN_PER_CLASS = 10   # fewer probes or given masks than this: no learned fusion (equal weights)
+L2 = 0.01            # ridge penalty on the weights, per sample
 
 
 @dataclass(frozen=True)
 class Fusion:
-    """The learned combination and what it says about itself."""
+    """The learned combination, scores out of fold."""
 
-    suspicion: np.ndarray             # (N,) out-of-fold score of 'bad label' for the given masks (higher = worse)
-    weights: dict[str, float]         # per evidence feature, the logistic model's coefficient on its robust z-score
-    self_check_auroc: float           # cross-validated AUROC, probes against the kept given masks (NaN: not fitted)
-    kept_negatives: int               # given masks used as negatives after dropping likely-bad ones
+    suspicion: np.ndarray             # (N,) score of 'bad label' for the given masks (higher = worse)
+    probe_scores: np.ndarray          # (M,) the same for the probes, by the same cross-validated models
+    weights: dict[str, float]         # per evidence feature, the logistic model's weight (>= 0) on its robust z-score
 
 
-def _model() -> LogisticRegression:
-    return LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000)
+@dataclass(frozen=True)
+class _Linear:
+    """A fitted linear score x @ weights + bias."""
+
+    weights: np.ndarray  # (F,) >= 0
+    bias: float
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weights + self.bias
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> _Linear:
+    """Class-balanced logistic regression with non-negative weights and a small ridge penalty."""
+    sample_weight = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    sign = 2 * y - 1
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        margin = sign * (x @ params[:-1] + params[-1])
+        value = np.sum(sample_weight * np.logaddexp(0, -margin)) + 0.5 * L2 * params[:-1] @ params[:-1]
+        slope = -sample_weight * sign / (1 + np.exp(np.clip(margin, -50, 50)))
+        gradient = np.r_[x.T @ slope + L2 * params[:-1], slope.sum()]
+        return value, gradient
+
+    bounds = [(0, None)] * x.shape[1] + [(None, None)]
+    params = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds).x
+    return _Linear(weights=params[:-1], bias=float(params[-1]))
 
 
 def _robust_standardise(given: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,38 +75,37 @@ def _out_of_fold(negatives: np.ndarray, probes: np.ndarray, *, seed: int) -> np.
     """(n + M,) the score of every negative and probe, in that order, by a model that did not see it."""
     x = np.concatenate([negatives, probes])
     y = np.r_[np.zeros(len(negatives)), np.ones(len(probes))]
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    return cross_val_predict(_model(), x, y, cv=folds, method="decision_function")
+    scores = np.zeros(len(x))
+    for train_rows, test_rows in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(x, y):
+        scores[test_rows] = _fit(x[train_rows], y[train_rows]).decision_function(x[test_rows])
+    return scores
 
 
 def fuse(given: dict[str, np.ndarray], probes: dict[str, np.ndarray], *, seed: int = 0) -> Fusion:
     """Learn the fusion from evidence of the given masks (each (N,)) and of their probes (each (M,),
-    same keys; higher = worse) and score the given masks, each by models that did not train on it.
-
-    The suspicion comes from a logistic regression with every given mask a negative (the few bad
-    ones among them only blur the boundary). The self-check refits it without the given masks that
-    score like probes (most of them real bad labels) and cross-validates it on the rest, so that
-    the estimate is not dragged down by the dataset's own errors. Deterministic for a seed.
+    same keys; higher = worse) and score both, each sample by a model that did not train on it
+    (5-fold). Every given mask is a negative: the few bad ones among them only blur the boundary.
+    With fewer than MIN_PER_CLASS of either, the suspicion is the mean z-score. Deterministic for a seed.
     """
     names = tuple(given)
     x_given = np.nan_to_num(np.column_stack([given[name] for name in names]).astype(np.float64))
     x_probe = np.nan_to_num(np.column_stack([probes[name] for name in names]).astype(np.float64))
     x_given, x_probe = _robust_standardise(x_given, x_probe)
     if min(len(x_given), len(x_probe)) < MIN_PER_CLASS:
-        return Fusion(suspicion=x_given.mean(axis=1), weights={name: 1.0 / len(names) for name in names},
-                      self_check_auroc=float("nan"), kept_negatives=len(x_given))
-
+        return Fusion(suspicion=x_given.mean(axis=1), probe_scores=x_probe.mean(axis=1),
+                      weights={name: 1.0 / len(names) for name in names})
     scores = _out_of_fold(x_given, x_probe, seed=seed)
-    suspicion = scores[: len(x_given)]
-    kept = suspicion < np.median(scores[len(x_given) :])
-    if kept.sum() < MIN_PER_CLASS:
-        kept = np.ones(len(x_given), bool)
-    check_scores = _out_of_fold(x_given[kept], x_probe, seed=seed)
-    y = np.r_[np.zeros(kept.sum()), np.ones(len(x_probe))]
-    linear = _model().fit(np.concatenate([x_given, x_probe]), np.r_[np.zeros(len(x_given)), np.ones(len(x_probe))])
-    return Fusion(
-        suspicion=suspicion,
-        weights={name: float(weight) for name, weight in zip(names, linear.coef_[0])},
-        self_check_auroc=float(roc_auc_score(y, check_scores)),
-        kept_negatives=int(kept.sum()),
-    )
+    linear = _fit(np.concatenate([x_given, x_probe]), np.r_[np.zeros(len(x_given)), np.ones(len(x_probe))])
+    return Fusion(suspicion=scores[: len(x_given)], probe_scores=scores[len(x_given) :],
+                  weights={name: float(weight) for name, weight in zip(names, linear.weights)})
+
+
+def self_check_auroc(fusion: Fusion, clean: np.ndarray) -> float:
+    """Estimated AUROC of the ranking on this dataset: probes against the given masks the scan
+    believes clean (``clean`` (N,) bool, e.g. quality_score >= 0.5), both scored out of fold.
+    NaN with fewer than MIN_PER_CLASS of either."""
+    negatives = fusion.suspicion[clean]
+    if min(len(negatives), len(fusion.probe_scores)) < MIN_PER_CLASS:
+        return float("nan")
+    labels = np.r_[np.zeros(len(negatives)), np.ones(len(fusion.probe_scores))]
+    return float(roc_auc_score(labels, np.r_[negatives, fusion.probe_scores]))
