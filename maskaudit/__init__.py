@@ -1,3 +1,3 @@
 """maskaudit: find the wrong masks in a segmentation dataset."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
