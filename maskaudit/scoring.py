@@ -131,9 +131,9 @@ class Scores:
 
 def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
     """Score every sample: evidence per feature for the given masks and their probes, the learned
-    fusion of them, and quality_score. ``signals.probes`` must be set (see compute_signals)."""
+    fusion of them, and quality_score. ``signals.probes`` must be set (compute_signals sets it)."""
     if signals.probes is None:
-        raise ValueError("quality_scores needs the probes' signals: compute_signals(..., probes=True)")
+        raise ValueError("quality_scores needs the probes' signals, which compute_signals gathers")
     priors = fit_priors(signals.shape)
     own = np.arange(len(signals.softmin))
     given = mask_evidence(signals, priors, own=own)

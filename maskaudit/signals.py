@@ -41,7 +41,7 @@ class Signals:
     shape: np.ndarray           # (N, K * D) shape descriptors of the given masks
     edge_misfit: np.ndarray     # (N,) worst class's edge misfit (maskaudit.evidence.image)
     low_contrast: np.ndarray    # (N,) minus the weakest class's inside/outside contrast
-    probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy per sample
+    probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy of each mask
 
 
 def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray, t: np.ndarray, *,
@@ -62,18 +62,16 @@ def compute_signals(
     rows: range | None = None,
     batch_size: int = 32,
     device: str = "cpu",
-    probes: bool = True,
     seed: int = 0,
     progress: bool = False,
 ) -> Signals:
     """Run the trained networks once over ``rows`` (default: every sample) and reduce each batch to
-    per-sample numbers; the result has one row per sample of ``rows``, in order. With ``probes``
-    (and a QAM), ``result.probes`` holds the same evidence for one random corruption of each mask,
-    drawn from the critic's corruption families (its held-out ones excluded) with ``seed``."""
+    per-sample numbers; the result has one row per sample of ``rows``, in order. Its ``probes`` hold
+    the same evidence for one random corruption of each mask, drawn from the critic's corruption
+    families (its held-out ones excluded) with ``seed`` (the critic's t is 0 without a QAM)."""
     rows = range(len(data.images)) if rows is None else rows
     images, masks = data.images[rows.start : rows.stop], data.masks[rows.start : rows.stop]
     multilabel = data.index.multilabel
-    probes = probes and result.qam is not None
     families = critic_families(result.config.critic_holdout)
     given_parts: dict[str, list[np.ndarray]] = {}
     probe_parts: dict[str, list[np.ndarray]] = {}
@@ -87,20 +85,16 @@ def compute_signals(
         parts.update(qam_features=out.qam_features, bottleneck=out.bottleneck)
         for name, values in parts.items():
             given_parts.setdefault(name, []).append(values)
-        if probes:
-            rng = np.random.default_rng([seed, rows.start + out.start])
-            corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
-            t = _critic_scores(result.qam, batch_images, corrupted, device=device)
-            for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
-                                              multilabel=multilabel).items():
-                probe_parts.setdefault(name, []).append(values)
+        rng = np.random.default_rng([seed, rows.start + out.start])  # the same probes in any process split
+        corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
+        t = _critic_scores(result.qam, batch_images, corrupted, device=device)
+        for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
+                                          multilabel=multilabel).items():
+            probe_parts.setdefault(name, []).append(values)
         bar.update(len(given))
     bar.close()
-    probe_signals = None
-    if probes:
-        count = sum(len(values) for values in probe_parts["softmin"])
-        probe_signals = _assemble(probe_parts | {"qam_features": [np.zeros((count, 0))],
-                                                 "bottleneck": [np.zeros((count, 0))]})
+    count = sum(len(values) for values in probe_parts["softmin"])
+    probe_signals = _assemble(probe_parts | {"qam_features": [np.zeros((count, 0))], "bottleneck": [np.zeros((count, 0))]})
     return _assemble(given_parts, probes=probe_signals)
 
 
@@ -111,7 +105,9 @@ def _assemble(parts: dict[str, list[np.ndarray]], probes: Signals | None = None)
 
 @torch.no_grad()
 def _critic_scores(qam, images: np.ndarray, masks: np.ndarray, *, device: str) -> np.ndarray:
-    """(b,) the critic's t for images (b, C, S, S) uint8 and masks (b, K, S, S) bool."""
+    """(b,) the critic's t for images (b, C, S, S) uint8 and masks (b, K, S, S) bool (zeros without a QAM)."""
+    if qam is None:
+        return np.zeros(len(images), np.float32)
     image_batch = torch.from_numpy(images.astype(np.float32) / 255.0).to(device)
     mask_batch = torch.from_numpy(masks.astype(np.float32)).to(device)
     return qam(image_batch, mask_batch)[0].float().cpu().numpy()

@@ -159,3 +159,16 @@ def test_torchrun_with_two_processes_matches_single_process_detection(scanned, t
     single, distributed = auroc(out.parent / "first-scores.csv"), auroc(ddp_out / "scores.csv")
     assert single > 0.85 and distributed > 0.85
     assert abs(distributed - single) < 0.1  # 10 bad of 40: one swapped pair moves AUROC by 0.003
+
+
+def test_a_baseline_scan_without_a_critic_scores_every_sample(make_layout_a, tmp_path):
+    """`--mode baseline` trains no QAM: the fusion works from the other evidence and the critic is left out."""
+    dataset = make_layout_a(12, num_classes=2, size=(32, 32))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["scan", str(dataset), "--out", str(out), "--size", "32", "--epochs", "2",
+                                       "--mode", "baseline", "--quiet", "--no-report", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    rows = read_scores_csv(out / "scores.csv")
+    assert len(rows) == 12 and all(float(row["qam_score"]) == 0 for row in rows)
+    weights = json.loads((out / "run.json").read_text())["self_check"]["fusion_weights"]
+    assert "critic" not in weights and "disagreement" in weights
