@@ -23,6 +23,7 @@ import torch
 
 from maskaudit.inference import run_networks
 from maskaudit.models import QualityAwarenessModule, UNet
+from maskaudit.critic import corrupt_batch
 from maskaudit.train import TrainConfig, autocast_dtype, weighted_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,19 +32,27 @@ JSRT = REPO.parent / "shared" / "datasets" / "jsrt"
 
 def training_throughput(size: int, *, precision: str, steps: int = 12, batch: int = TrainConfig().batch_size,
                         width: int = 16) -> float:
-    """Images per second of joint U-Net + QAM training steps on random data (after one warm-up step)."""
+    """Images per second of joint U-Net + QAM training steps on random data (after one warm-up step),
+    the label critic's corrupted copies included (made with maskaudit.critic.corrupt_batch each step)."""
     torch.manual_seed(0)
     unet, qam = UNet(1, 5, width=width), QualityAwarenessModule(1, 5, width=8)
     unet.to(memory_format=torch.channels_last)
     qam.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([*unet.parameters(), *qam.parameters()], lr=1e-3)
     images = torch.rand(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
-    masks = (torch.rand(batch, 5, size, size) > 0.5).float().contiguous(memory_format=torch.channels_last)
+    masks = torch.zeros(batch, 5, size, size)  # five rectangles of different sizes per image
+    for k in range(5):
+        masks[:, k, size // 8 * (k % 3 + 1) : size // 8 * (k % 3 + 3), size // 10 * (k + 1) : size // 10 * (k + 4)] = 1
+    masks = masks.contiguous(memory_format=torch.channels_last)
+    rng = np.random.default_rng(0)
     dtype = autocast_dtype(torch.device("cpu"), precision)
     for step in range(steps + 1):
         if step == 1:
             started = time.perf_counter()
-        loss = weighted_loss(unet, qam, images, masks, config=TrainConfig(), amp_dtype=dtype, multilabel=True)[0]
+        corrupted, changed = corrupt_batch(masks.numpy() > 0.5, rng)
+        corrupted = torch.from_numpy(corrupted).float().contiguous(memory_format=torch.channels_last)
+        loss = weighted_loss(unet, qam, images, masks, config=TrainConfig(), amp_dtype=dtype, multilabel=True,
+                             corrupted=corrupted, changed=torch.from_numpy(changed))[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
