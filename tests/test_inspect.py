@@ -60,7 +60,7 @@ def test_describe_adds_pairs_that_fail_to_decode(make_layout_a, write_image):
          " .png, .tif, .tiff, DICOM)"},
     ]
     text = format_description(description)
-    assert "Layout       A" in text and "lung" in text and "images/case01.png: masks/case01.png: label 9" in text
+    assert "Layout       A" in text and "lung" in text and "images/case01.png: masks/case01.png: label value 9" in text
 
 
 def test_describe_raises_when_nothing_decodes(tmp_path, write_image):
