@@ -56,12 +56,19 @@ def compute_signals(
     for out in run_networks(
         images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
     ):
-        given = np.asarray(masks[out.start : out.start + len(out.probabilities)], dtype=bool)
+        batch = slice(out.start, out.start + len(out.probabilities))
+        given = np.asarray(masks[batch], dtype=bool)
         predicted = predicted_masks(out.probabilities, multilabel=multilabel)
         probabilities = out.probabilities
+        valid = valid_pixels(data, rows, batch)
+        if valid is not None:  # void pixels: no class given, so none predicted either
+            predicted = predicted & valid[:, None]
         parts["dice"].append(dice_per_class(predicted, given))
         parts["boundary"].append(np.stack([boundary_distance(p, g) for p, g in zip(predicted, given)]))
-        parts["softmin"].append(np.array([softmin_label_quality(p, g) for p, g in zip(probabilities, given)]))
+        valid_rows = valid if valid is not None else [None] * len(given)
+        parts["softmin"].append(np.array([
+            softmin_label_quality(p, g, valid=v) for p, g, v in zip(probabilities, given, valid_rows)
+        ]))
         parts["qam_score"].append(out.qam_score)
         parts["qam_features"].append(out.qam_features)
         parts["bottleneck"].append(out.bottleneck)
@@ -69,6 +76,13 @@ def compute_signals(
         bar.update(len(given))
     bar.close()
     return Signals(**{name: np.concatenate(values).astype(np.float32) for name, values in parts.items()})
+
+
+def valid_pixels(data: "PreparedData", rows: range, batch: slice) -> np.ndarray | None:
+    """(b, S, S) bool, False on void pixels, for ``batch`` (positions within ``rows``); None without void."""
+    if data.void is None:
+        return None
+    return ~np.asarray(data.void[rows.start + batch.start : rows.start + batch.stop], dtype=bool)
 
 
 def concatenate_signals(parts: list[Signals]) -> Signals:
