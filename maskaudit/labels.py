@@ -230,20 +230,16 @@ def _decide_void(
             raise DatasetError(
                 f"--ignore-value {ignore} is also a class in the classes file; remove it there or pick another value"
             )
-        share = counts.pixels.get(ignore, 0) / max(counts.total, 1)
-        notes.append(f"value {ignore} is void (--ignore-value): {100 * share:.2f} % of pixels, left out of"
-                     " training and scoring")
+        notes.append(f"value {ignore} is void: set by --ignore-value")
         return int(ignore)
     if DEFAULT_VOID not in counts.pixels or (declared is not None and DEFAULT_VOID in declared):
         return None
     others = [value for value in found if value != DEFAULT_VOID] if declared is None else list(declared)
     if not others or len(others) > MAX_CLASSES:
         return None
-    share = counts.pixels[DEFAULT_VOID] / max(counts.total, 1)
     notes.append(
-        f"value {DEFAULT_VOID} is void ({100 * share:.2f} % of pixels, left out of training and scoring):"
-        f" the other values ({_value_list(others)}) form a small set, as in PASCAL VOC;"
-        f" pass --ignore-value none to make {DEFAULT_VOID} a class"
+        f"value {DEFAULT_VOID} is void: the other values ({_value_list(others)}) form a small set, as in"
+        f" PASCAL VOC; --ignore-value none makes {DEFAULT_VOID} a class"
     )
     return DEFAULT_VOID
 

@@ -262,6 +262,7 @@ def _report_input(data: PreparedData, config: ScanConfig, result: TrainResult, r
         rows=tuple(SampleRow(**{name: getattr(row, name) for name in row_fields}) for row in rows),
         coords=np.asarray([coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2),
         version=__version__,
+        void_value=data.index.void_value,
     )
 
 
