@@ -143,7 +143,7 @@ def stray_dataset(dst: Path, *, n: int = 200, size: int = 256, seed: int = 0) ->
     (dst / "masks").mkdir()
     yy, xx = np.mgrid[:size, :size]
     for i in range(n):
-        cy, cx, radius = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.3, 0.7) * size, rng.uniform(0.1, 0.25) * size
+        (cy, cx), radius = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.1, 0.25) * size
         inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
         image = np.clip(80 + 90 * inside + rng.normal(0, 20, inside.shape), 0, 255).astype(np.uint8)
         mask = inside.astype(np.uint8) * 255

@@ -51,12 +51,9 @@ class ValueCounts:
     ----------
     pixels : dict of int to int
         Value -> number of pixels holding it (0 included).
-    masks_with : dict of int to int
-        Value -> number of masks holding it at least once.
     """
 
     pixels: dict[int, int] = field(default_factory=dict)
-    masks_with: dict[int, int] = field(default_factory=dict)
 
     def add(self, labels: np.ndarray) -> None:
         """Count one (H, W) integer mask."""
@@ -68,7 +65,6 @@ class ValueCounts:
             values, counts = np.unique(labels, return_counts=True)
         for value, count in zip(values.tolist(), counts.tolist()):
             self.pixels[value] = self.pixels.get(value, 0) + count
-            self.masks_with[value] = self.masks_with.get(value, 0) + 1
 
     @property
     def total(self) -> int:
@@ -182,11 +178,9 @@ def decide_label_values(
         if not strays:
             return LabelValues(values=(DEFAULT_VOID,), binary=True)
         share = counts.labelled(strays) / max(counts.labelled(found), 1)
-        masks = max(counts.masks_with[value] for value in strays)
         notes.append(
-            f"binary masks (0/255) with stray values in up to {masks} masks ({_value_list(strays)};"
-            f" {100 * share:.2f} % of labelled pixels, e.g. from resampling or JPEG): thresholded at"
-            f" {BINARY_THRESHOLD}"
+            f"binary masks (0/255) with stray values ({_value_list(strays)}: {100 * share:.2f} % of labelled"
+            f" pixels, e.g. from resampling or JPEG): thresholded at {BINARY_THRESHOLD}"
         )
         return LabelValues(values=(DEFAULT_VOID,), binary=True, notes=tuple(notes))
 
