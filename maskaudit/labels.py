@@ -187,7 +187,7 @@ def decide_label_values(
     void = _decide_void(counts, found, declared, ignore, notes)
     if declared is not None:
         return LabelValues(values=declared, void=void, notes=tuple(notes))
-    values = tuple(value for value in found if value != void)
+    values = tuple(value for value in found if value != void) or (1,)  # every mask empty: one class, never seen
     _guard_many_tiny(counts, values)
     return LabelValues(values=values, void=void, notes=tuple(notes))
 

@@ -18,6 +18,7 @@ from .diagnosis import diagnose
 from .distributed import barrier, gather_objects, init_process_group, local_device, shard_range, shutdown
 from .errors import OutputDirError, TrainingError
 from .atomic import atomic_path
+from .labels import AUTO
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
 from .prepare import PreparedData, label_values, load_original, prepare
 from .scoring import quality_scores
@@ -38,7 +39,7 @@ class ScanConfig:
 
     train: TrainConfig = field(default_factory=TrainConfig)
     mask_suffix: str | None = None
-    ignore_value: int | None | str = "auto"  # layout A void value: an int, None (no void) or "auto"
+    ignore_value: int | None | str = AUTO  # layout A void value: an int, None (no void) or "auto"
     threshold: float = 0.5          # suspect when quality_score < threshold
     top: int | None = None          # keep only the N most suspect rows in scores.csv
     suspects_only: bool = False     # keep only suspect rows in scores.csv

@@ -19,7 +19,7 @@ from maskaudit.errors import DatasetError
 from maskaudit.export import write_suggested_masks
 from maskaudit.labels import LabelValues, ValueCounts, decide_label_values, parse_ignore_value
 from maskaudit.metrics import softmin_label_quality
-from maskaudit.overlays import disagreement_map
+from maskaudit.overlays import VOID_HATCH, disagreement_map, disagreement_thumbnail, hex_to_rgb
 from maskaudit.pipeline import ScanConfig, scan
 from maskaudit.prepare import prepare, read_pair
 from maskaudit.summary import describe_dataset, format_description
@@ -206,6 +206,26 @@ def test_softmin_and_disagreement_ignore_void_pixels():
     assert softmin_label_quality(probabilities, given, valid=~void) > 0.9
     code = disagreement_map(given, probabilities > 0.5, void=void)
     assert (code[4] == 4).all() and not code[~void].any()
+
+
+def test_the_disagreement_picture_hatches_void_and_colours_nothing_there():
+    given = np.zeros((1, 16, 16), bool)
+    predicted = np.zeros((1, 16, 16), bool)
+    predicted[0, 4:8] = True  # the segmenter's class fills the void band exactly
+    void = np.zeros((16, 16), bool)
+    void[4:8] = True
+    picture = disagreement_thumbnail(np.full((16, 16, 3), 100, np.uint8), given, predicted, void=void, max_side=16)
+    hatched = (picture == hex_to_rgb(VOID_HATCH)).all(axis=2)
+    assert hatched[4:8].any() and not hatched[~void].any()
+    assert len(np.unique(picture[~void].reshape(-1, 3), axis=0)) == 1  # the rest is plain, dimmed image
+    plain = disagreement_thumbnail(np.full((16, 16, 3), 100, np.uint8), given, predicted, max_side=16)
+    assert len(np.unique(plain[4:8].reshape(-1, 3), axis=0)) == 1 and not (plain[4:8] == picture[4:8]).all()
+
+
+def test_empty_masks_give_one_class():
+    counts = ValueCounts()
+    counts.add(np.zeros((4, 4), np.uint8))
+    assert decide_label_values(counts).values == (1,)
 
 
 def test_suggested_masks_keep_the_label_values_and_the_void_pixels(tmp_path):
