@@ -110,7 +110,8 @@ def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | s
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: int | None | str, mode: str, lam: float, size: int, width: int,
+def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: int | None | str, mode: str,
+         lam: float, size: int, width: int,
          batch_size: int, lr: float, epochs: int | None, early_stop: bool, seed: int, device: str, flips: bool,
          augment: bool, precision: str, workers: int | None, threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
          quiet: bool) -> None:

@@ -111,8 +111,8 @@ def read_pair(index: DatasetIndex, sample: Sample, *, max_pixels: int = DEFAULT_
     ------
     InputFileError
         If a file cannot be decoded, a mask's size differs from the image's, a layout A mask
-        holds a value that is neither background, a class nor void, or a layout B mask is not binary. The message names the
-        file relative to the dataset root.
+        holds a value that is neither background, a class nor void, or a layout B mask is not
+        binary. The message names the file relative to the dataset root.
     """
     decoded = _decoding(sample.image, lambda: read_image(index.root / sample.image, max_pixels=max_pixels))
     height, width = decoded.pixels.shape[:2]
