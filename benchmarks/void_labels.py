@@ -12,7 +12,7 @@ on the corrupted pair.
 1..254 along the border (as after resampling); prepares the 128 px cache and reports its size.
 Run it once with the code to measure and once with an older checkout on PYTHONPATH.
 
-    python -m benchmarks.void_labels detection --runs /tmp/void-runs [--epochs 16] [--which clean]
+    python -m benchmarks.void_labels detection --runs /tmp/void-runs [--size 64 --epochs 12] [--which clean]
     python -m benchmarks.void_labels cache --runs /tmp/void-cache
 """
 
@@ -85,13 +85,13 @@ def with_void(src: Path, dst: Path) -> Path:
     return dst
 
 
-def scan_scores(dataset: Path, out_dir: Path, *, epochs: int | None, seed: int, progress: bool) -> dict:
+def scan_scores(dataset: Path, out_dir: Path, *, size: int, epochs: int | None, seed: int, progress: bool) -> dict:
     from maskaudit.pipeline import ScanConfig, scan
     from maskaudit.train import TrainConfig
 
     started = time.perf_counter()
-    result = scan(dataset, out_dir, ScanConfig(train=TrainConfig(epochs=epochs, seed=seed), overwrite=True,
-                                               report=False), progress=progress)
+    config = ScanConfig(train=TrainConfig(size=size, epochs=epochs, seed=seed), overwrite=True, report=False)
+    result = scan(dataset, out_dir, config, progress=progress)
     run = json.loads((out_dir / "run.json").read_text())
     return {
         "scores": {row.id: row.quality_score for row in result.rows},
@@ -124,8 +124,8 @@ def detection(args: argparse.Namespace) -> dict:
     for name, dataset in datasets.items():
         if name in results:
             continue
-        outcome = scan_scores(dataset, runs / (dataset.name + "-scan"), epochs=args.epochs, seed=args.seed,
-                              progress=args.progress)
+        outcome = scan_scores(dataset, runs / (dataset.name + "-scan"), size=args.size, epochs=args.epochs,
+                              seed=args.seed, progress=args.progress)
         if "corrupted" in name:
             report = detection_report(truth, outcome["scores"])["overall"]
             outcome.update(auroc=report["auroc"], ap=report["ap"])
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("detection", "cache"))
     parser.add_argument("--runs", required=True, help="Working directory for datasets and scans.")
+    parser.add_argument("--size", type=int, default=128, help="Working resolution of each scan.")
     parser.add_argument("--epochs", type=int, default=None, help="Epoch budget of each scan (default: maskaudit's).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--which", choices=("all", "clean", "40 %"), default="all",
