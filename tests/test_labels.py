@@ -147,6 +147,15 @@ def test_255_beside_a_small_set_is_void_and_can_be_set_or_disabled(tmp_path, wri
     assert pair.void.sum() == int((_voc() == 255).sum()) and not (pair.masks.any(axis=0) & pair.void).any()
 
 
+def test_voc_values_0_to_20_and_255_give_20_classes_and_void():
+    counts = ValueCounts()
+    labels = np.repeat(np.arange(21, dtype=np.uint8), 20).reshape(20, 21)
+    labels[::4] = 255  # the border band
+    counts.add(labels)
+    decided = decide_label_values(counts)
+    assert decided.values == tuple(range(1, 21)) and decided.void == 255
+
+
 def test_void_is_cached_beside_the_masks_and_reused(tmp_path, write_image):
     root = _dataset(tmp_path / "ds", [_voc(shift=s) for s in range(3)], write_image)
     data = prepare(find_dataset(root), size=16, cache_dir=tmp_path / "out")
