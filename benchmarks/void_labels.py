@@ -119,7 +119,7 @@ def detection(args: argparse.Namespace) -> dict:
     }
     if args.which != "all":  # run the two pairs in two processes: each writes its own results file
         datasets = {name: path for name, path in datasets.items() if name.startswith(args.which)}
-    results_path = runs / ("results.json" if args.which == "all" else f"results-{args.which}.json")
+    results_path = runs / f"results-{args.which}-{args.size}px.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for name, dataset in datasets.items():
         if name in results:
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="Working resolution of each scan.")
     parser.add_argument("--epochs", type=int, default=None, help="Epoch budget of each scan (default: maskaudit's).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--which", choices=("all", "clean", "40 %"), default="all",
-                        help="detection: the clean pair, the corrupted pair or both.")
+    parser.add_argument("--which", default="all",
+                        help="detection: scan only the datasets whose name starts with this ('clean', '40 %%').")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     (detection if args.what == "detection" else cache)(args)
