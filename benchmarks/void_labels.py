@@ -6,7 +6,9 @@ ones: left lung, right lung, heart, left clavicle, right clavicle), 40 % of it c
 benchmarks.make_corrupted, and the same two datasets with a PASCAL VOC style void band (value
 255 on the pixels where the label changes within a 3 x 3 window, both sides of every border,
 drawn around the masks as given). Four scans; reports suspects on the clean pair and AUROC / AP
-on the corrupted pair.
+on the corrupted pair, into RUNS/results-<which>-<size>px.json. ``--which`` picks the scans by
+the start of their names ("clean", "40 %", "clean, void", ...), so that they can run in
+separate processes.
 
 ``cache``: 200 generated 256 px images with one disk each, stored 0/255 with a few stray values
 1..254 along the border (as after resampling); prepares the 128 px cache and reports its size.
