@@ -24,6 +24,26 @@ _MASK_SUFFIX = click.option(
 )
 
 
+def _ignore_value(ctx: click.Context, param: click.Parameter, value: str) -> int | None | str:
+    from .labels import parse_ignore_value
+
+    try:
+        return parse_ignore_value(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+_IGNORE_VALUE = click.option(
+    "--ignore-value",
+    default="auto",
+    show_default=True,
+    metavar="N|none|auto",
+    callback=_ignore_value,
+    help="Layout A label value of void pixels (no class, not background; left out of training and scoring)."
+    " auto: 255 when the other values form a small set, as in PASCAL VOC; none: no void value.",
+)
+
+
 def _fail(error: MaskauditError) -> None:
     click.echo(f"maskaudit: error: {error}", err=True)
     sys.exit(error.exit_code)
@@ -38,14 +58,15 @@ def main() -> None:
 @main.command()
 @click.argument("dataset", type=_DATASET)
 @_MASK_SUFFIX
+@_IGNORE_VALUE
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of text.")
-def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
+def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | str, as_json: bool) -> None:
     """Find image/mask pairs, classes and layout in DATASET and summarise them, without training."""
     from .dataset import find_dataset
     from .summary import describe_dataset, format_description
 
     try:
-        description = describe_dataset(find_dataset(dataset, mask_suffix=mask_suffix))
+        description = describe_dataset(find_dataset(dataset, mask_suffix=mask_suffix, ignore_value=ignore_value))
     except MaskauditError as error:
         _fail(error)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
@@ -56,6 +77,7 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for scores.csv, report.html, run.json, suggested/ and the checkpoint.")
 @_MASK_SUFFIX
+@_IGNORE_VALUE
 @click.option("--mode", type=click.Choice(MODES), default="qam-ocm", show_default=True,
               help="qam-ocm: the paper's method; qam: no tanh bound; baseline: plain mean loss, no QAM.")
 @click.option("--lam", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
@@ -89,7 +111,8 @@ def inspect(dataset: Path, mask_suffix: str | None, as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: float, size: int, width: int,
+def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: int | None | str, mode: str,
+         lam: float, size: int, width: int,
          batch_size: int, lr: float, epochs: int | None, early_stop: bool, seed: int, device: str, flips: bool,
          augment: bool, precision: str, workers: int | None, threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
          quiet: bool) -> None:
@@ -103,7 +126,8 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, mode: str, lam: 
         train_config = TrainConfig(mode=mode, lam=lam, size=size, width=width, batch_size=batch_size, lr=lr,
                                    epochs=epochs, seed=seed, device=str(resolve_device(device)), flips=flips,
                                    augment=augment, precision=precision, early_stop=early_stop, workers=workers)
-        config = ScanConfig(train=train_config, mask_suffix=mask_suffix, threshold=threshold, top=top,
+        config = ScanConfig(train=train_config, mask_suffix=mask_suffix, ignore_value=ignore_value,
+                            threshold=threshold, top=top,
                             suspects_only=suspects_only, overwrite=overwrite, resume=resume, report=report)
         result = run_scan(dataset, out_dir, config, progress=not quiet)
     except MaskauditError as error:

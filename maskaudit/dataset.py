@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import DatasetError, InputFileError
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MASK_EXTENSIONS, has_dicom_magic, read_mask
+from .labels import AUTO, LabelValues, ValueCounts, class_names_for, decide_label_values
 
 __all__ = ["DatasetIndex", "Sample", "Skipped", "file_reason", "find_dataset", "is_binary_255"]
 
@@ -74,13 +75,16 @@ class DatasetIndex:
     layout : str
         ``"A"`` (label-index masks) or ``"B"`` (``masks/<class>/``).
     classes : tuple of str
-        The K class names; layout A label value k+1 is class k.
+        The K class names; layout A: class k is stored as label value ``labels.values[k]``.
     samples : tuple of Sample
         Usable pairs, sorted by id.
     skipped : tuple of Skipped
         Files left out, with reasons.
     mask_suffix : str
         ``""`` or e.g. ``"_mask"``.
+    labels : LabelValues
+        Layout A: the stored value of each class, the void value and the notes on how they were
+        chosen (see :mod:`maskaudit.labels`); empty for layout B.
     """
 
     root: Path
@@ -89,6 +93,12 @@ class DatasetIndex:
     samples: tuple[Sample, ...]
     skipped: tuple[Skipped, ...]
     mask_suffix: str
+    labels: LabelValues = LabelValues()
+
+    @property
+    def void_value(self) -> int | None:
+        """The stored value of void pixels (layout A), or None."""
+        return self.labels.void
 
     @property
     def multilabel(self) -> bool:
@@ -125,7 +135,11 @@ class _Entry:
 
 
 def find_dataset(
-    root: Path | str, *, mask_suffix: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    root: Path | str,
+    *,
+    mask_suffix: str | None = None,
+    ignore_value: int | None | str = AUTO,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DatasetIndex:
     """Find the image/mask pairs in ``root``.
 
@@ -137,8 +151,11 @@ def find_dataset(
     mask_suffix : str, optional
         Suffix of mask file stems (``"_mask"`` for ``case01.png`` / ``case01_mask.png``).
         Auto-detected when None; ``""`` forces identical stems.
+    ignore_value : int, None or "auto"
+        Layout A void value: pixels holding it are neither background nor a class. ``"auto"``:
+        255 when the other values form a small set (PASCAL VOC); None: no void value.
     max_pixels : int
-        Pixel limit when layout A masks must be read to count the classes.
+        Pixel limit when layout A masks are read to find their label values.
 
     Returns
     -------
@@ -149,7 +166,8 @@ def find_dataset(
     ------
     DatasetError
         If the directory is missing or empty, lacks ``images/`` or ``masks/``, has an invalid
-        classes file or an ambiguous layout, or holds no usable pair at all.
+        classes file or an ambiguous layout, holds no usable pair at all, or its layout A masks
+        hold many tiny label values (see :func:`~maskaudit.labels.decide_label_values`).
     """
     root = _check_root(Path(root))
     real_root = Path(os.path.realpath(root))
@@ -159,7 +177,7 @@ def find_dataset(
 
     image_entries = _list_files(root, real_root, images_dir, IMAGE_EXTENSIONS, kind="image", skipped=skipped)
     layout, class_dirs = _detect_layout(root, real_root, masks_dir, skipped)
-    class_names = _read_class_file(root)
+    class_names, class_values = _read_class_file(root)
 
     if layout == "B":
         classes = _layout_b_classes(root, class_dirs, class_names, skipped)
@@ -176,11 +194,11 @@ def find_dataset(
     suffix = mask_suffix if mask_suffix is not None else _detect_suffix(set(image_by_stem), all_mask_stems)
 
     samples = _pair(image_by_stem, masks_by_class, suffix, layout, skipped)
-    if layout == "A":
-        if class_names is not None:
-            classes = class_names
-        else:
-            samples, classes = _count_label_classes(root, samples, skipped, max_pixels=max_pixels)
+    labels = LabelValues()
+    if layout == "A" and samples:
+        samples, counts = _count_label_values(root, samples, skipped, max_pixels=max_pixels)
+        labels = decide_label_values(counts, declared=class_values, ignore=ignore_value)
+        classes = class_names if class_names is not None else class_names_for(labels.values)
     if not samples:
         first = f" (e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else ""
         raise DatasetError(
@@ -194,6 +212,7 @@ def find_dataset(
         samples=tuple(sorted(samples, key=lambda sample: sample.id)),
         skipped=tuple(sorted(skipped, key=lambda item: item.path)),
         mask_suffix=suffix,
+        labels=labels,
     )
 
 
@@ -318,13 +337,17 @@ def _detect_layout(
 # -- classes -------------------------------------------------------------------------------------
 
 
-def _read_class_file(root: Path) -> tuple[str, ...] | None:
-    """Class names from classes.txt or classes.json in root, or None if neither exists."""
+def _read_class_file(root: Path) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
+    """Class names and their layout A label values from classes.txt or classes.json in root.
+
+    A list names the values 1..K in order; a JSON mapping ``{"1": "lung", "5": "heart"}`` names
+    exactly the values it lists. (None, None) if neither file exists.
+    """
     present = [name for name in _CLASS_FILES if (root / name).is_file()]
     if len(present) > 1:
         raise DatasetError(f"{root} has both classes.txt and classes.json; keep one of them")
     if not present:
-        return None
+        return None, None
     path = root / present[0]
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -332,24 +355,25 @@ def _read_class_file(root: Path) -> tuple[str, ...] | None:
         raise DatasetError(f"cannot read {path} ({error}); save it as UTF-8 text") from error
     if path.suffix == ".txt":
         names = [line.strip() for line in text.splitlines() if line.strip()]
+        values = list(range(1, len(names) + 1))
     else:
-        names = _parse_class_json(path, text)
+        names, values = _parse_class_json(path, text)
     if not names:
         raise DatasetError(f"{path} lists no classes; write one class name per line")
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise DatasetError(f"{path} lists {', '.join(duplicates)} more than once; class names must be unique")
-    return tuple(names)
+    return tuple(names), tuple(values)
 
 
-def _parse_class_json(path: Path, text: str) -> list[str]:
+def _parse_class_json(path: Path, text: str) -> tuple[list[str], list[int]]:
     fix = 'use a list ["lung", "heart"] or a mapping {"1": "lung", "2": "heart"}'
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); {fix}") from error
     if isinstance(data, list) and all(isinstance(name, str) for name in data):
-        return [name.strip() for name in data]
+        return [name.strip() for name in data], list(range(1, len(data) + 1))
     if isinstance(data, dict):
         try:
             by_index = {int(key): str(value).strip() for key, value in data.items()}
@@ -357,8 +381,9 @@ def _parse_class_json(path: Path, text: str) -> list[str]:
             raise DatasetError(f"{path} has a non-integer key; {fix}") from error
         by_index.pop(0, None)  # label 0 is background
         if not by_index or min(by_index) < 1:
-            raise DatasetError(f"{path} needs positive label indices 1..K; {fix}")
-        return [by_index.get(index, f"class_{index}") for index in range(1, max(by_index) + 1)]
+            raise DatasetError(f"{path} needs positive label values; {fix}")
+        values = sorted(by_index)
+        return [by_index[value] for value in values], values
     raise DatasetError(f"{path} has an unexpected structure; {fix}")
 
 
@@ -445,22 +470,18 @@ def _pair(
     return samples
 
 
-def _count_label_classes(
+def _count_label_values(
     root: Path, samples: list[Sample], skipped: list[Skipped], *, max_pixels: int
-) -> tuple[list[Sample], tuple[str, ...]]:
-    """Layout A without a classes file: K = the largest label over all masks (0/255 counts as 1)."""
+) -> tuple[list[Sample], ValueCounts]:
+    """Layout A: read every mask once and count its values; unreadable masks go to ``skipped``."""
     kept: list[Sample] = []
-    largest = 0
+    counts = ValueCounts()
     for sample in samples:
         try:
             labels = read_mask(root / sample.masks[0], max_pixels=max_pixels)
         except InputFileError as error:
             skipped.append(Skipped(sample.image.as_posix(), file_reason(sample.masks[0], error)))
             continue
-        top = int(labels.max())
-        if top == 255 and is_binary_255(labels):
-            top = 1  # binary 0/255 mask: one class
-        largest = max(largest, top)
+        counts.add(labels)
         kept.append(sample)
-    return kept, tuple(f"class_{index}" for index in range(1, max(largest, 1) + 1))
-
+    return kept, counts

@@ -115,27 +115,35 @@ def _json_default(value):
 
 
 def write_mask_png(path: Path, mask: np.ndarray) -> None:
-    """Write a (H, W) mask as an 8-bit PNG atomically: bool as 0/255, integers as label indices."""
-    array = mask.astype(np.uint8) * 255 if mask.dtype == bool else mask.astype(np.uint8)
+    """Write a (H, W) mask as a PNG atomically: bool as 0/255, integers as label values (8 or 16 bit)."""
+    if mask.dtype == bool:
+        array = mask.astype(np.uint8) * 255
+    else:
+        array = mask.astype(np.uint8 if mask.max(initial=0) <= 255 else np.uint16)
     with atomic_path(path) as temporary:
         Image.fromarray(array).save(temporary, format="PNG")
 
 
 def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, classes: tuple[str, ...],
-                          multilabel: bool, file_name: str) -> list[Path]:
+                          multilabel: bool, file_name: str, values: tuple[int, ...] | None = None,
+                          void: np.ndarray | None = None, void_value: int | None = None) -> list[Path]:
     """Write the segmenter's masks (K, H, W) bool for one sample in the dataset's own layout.
 
     Layout B: ``out_dir/masks/<class>/<file_name>`` (0/255 per class); layout A:
-    ``out_dir/masks/<file_name>`` (label index, 0 = background). Returns the written paths.
+    ``out_dir/masks/<file_name>``, class k stored as ``values[k]`` (default k + 1, 0 = background)
+    and the given void pixels ``void`` (H, W) bool kept as ``void_value``. Returns the written paths.
     """
     if multilabel:
         paths = [out_dir / "masks" / name / file_name for name in classes]
         for path, mask in zip(paths, masks):
             write_mask_png(path, mask)
         return paths
-    labels = np.zeros(masks.shape[1:], np.uint8)
-    for k, mask in enumerate(masks):
-        labels[mask] = k + 1
+    values = values or tuple(range(1, len(masks) + 1))
+    labels = np.zeros(masks.shape[1:], np.uint8 if max(values, default=0) <= 255 else np.uint16)
+    for value, mask in zip(values, masks):
+        labels[mask] = value
+    if void is not None and void_value is not None:
+        labels[void] = void_value
     path = out_dir / "masks" / file_name
     write_mask_png(path, labels)
     return [path]

@@ -347,7 +347,9 @@ def _convex_hull_area(mask: np.ndarray) -> float:
     return float(ConvexHull(corners).volume)
 
 
-def softmin_label_quality(probabilities: np.ndarray, given: np.ndarray, *, temperature: float = 0.1) -> float:
+def softmin_label_quality(
+    probabilities: np.ndarray, given: np.ndarray, *, valid: np.ndarray | None = None, temperature: float = 0.1
+) -> float:
     """Soft minimum over pixels of the probability the model gives to the given label.
 
     The per-pixel quality is p where the given mask is set and 1 - p elsewhere; the soft minimum
@@ -360,12 +362,17 @@ def softmin_label_quality(probabilities: np.ndarray, given: np.ndarray, *, tempe
         (K, H, W) float, per-class probability from the segmenter.
     given : np.ndarray
         (K, H, W) bool, the dataset's mask.
+    valid : np.ndarray, optional
+        (H, W) bool, False on void pixels, which are left out; None = every pixel counts.
 
     Returns
     -------
     float
-        In [0, 1], higher = the given label agrees with the model everywhere.
+        In [0, 1], higher = the given label agrees with the model everywhere (1.0 if no pixel is valid).
     """
-    quality = np.where(given, probabilities, 1.0 - probabilities).astype(np.float64).ravel()
+    quality = np.where(given, probabilities, 1.0 - probabilities).astype(np.float64)
+    quality = quality[:, valid].ravel() if valid is not None else quality.ravel()
+    if quality.size == 0:
+        return 1.0
     weights = np.exp(-(quality - quality.min()) / temperature)
     return float(np.sum(quality * weights) / np.sum(weights))

@@ -27,6 +27,8 @@ CLUSTER_PALETTE: tuple[str, ...] = (
 GIVEN_ONLY = "#EE7733"
 PREDICTED_ONLY = "#33BBEE"
 CLASS_DIFFERS = "#EE3377"
+# Void / ignore pixels (no class, not background): light grey diagonal hatch, never disagreement.
+VOID_HATCH = "#DDDDDD"
 
 
 def class_colour(k: int) -> str:
@@ -160,8 +162,9 @@ def contour_thumbnail(image: np.ndarray, given: np.ndarray, predicted: np.ndarra
     return np.asarray(big.resize((w, h), Image.Resampling.LANCZOS))
 
 
-def disagreement_map(given: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """``(H, W) uint8`` code per pixel: 0 agree, 1 given only, 2 predicted only, 3 both but different class."""
+def disagreement_map(given: np.ndarray, predicted: np.ndarray, *, void: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W) uint8`` code per pixel: 0 agree, 1 given only, 2 predicted only, 3 both but different
+    class, 4 void (``void`` (H, W) bool: whatever is predicted there is never disagreement)."""
     given = np.asarray(given, dtype=bool)
     predicted = np.asarray(predicted, dtype=bool)
     given_only = (given & ~predicted).any(axis=0)
@@ -170,12 +173,21 @@ def disagreement_map(given: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     code[given_only] = 1
     code[pred_only] = 2
     code[given_only & pred_only] = 3
+    if void is not None:
+        code[np.asarray(void, dtype=bool)] = 4
     return code
 
 
+def hatch(shape: tuple[int, int], *, period: int = 4) -> np.ndarray:
+    """``(H, W) bool`` diagonal stripes: half of every ``period`` pixels along each diagonal."""
+    rows, cols = np.indices(shape)
+    return (rows + cols) % period < period // 2
+
+
 def disagreement_thumbnail(image: np.ndarray, given: np.ndarray, predicted: np.ndarray, *,
-                           max_side: int = 160) -> np.ndarray:
-    """Dimmed grey image; pixels where given XOR predicted coloured by kind (see ``disagreement_map``).
+                           void: np.ndarray | None = None, max_side: int = 160) -> np.ndarray:
+    """Dimmed grey image; pixels where given XOR predicted coloured by kind (see ``disagreement_map``),
+    void pixels (``void`` (H, W) bool) hatched.
 
     Agreement (inside both masks) is shown as a faint light tint so the structure stays readable.
     """
@@ -187,9 +199,11 @@ def disagreement_thumbnail(image: np.ndarray, given: np.ndarray, predicted: np.n
     p = resize_masks(predicted, (h, w))
     both = (g & p).any(axis=0)
     out[both] = out[both] * 0.6 + 255.0 * 0.4 * np.array([0.85, 0.85, 0.9], dtype=np.float32)
-    code = disagreement_map(g, p)
+    v = resize_masks(void[None], (h, w))[0] if void is not None else None
+    code = disagreement_map(g, p, void=v)
     for value, colour in ((1, GIVEN_ONLY), (2, PREDICTED_ONLY), (3, CLASS_DIFFERS)):
         out[code == value] = np.array(hex_to_rgb(colour), dtype=np.float32)
+    out[(code == 4) & hatch((h, w))] = np.array(hex_to_rgb(VOID_HATCH), dtype=np.float32)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
@@ -206,14 +220,18 @@ def inner_edge(mask: np.ndarray, width: int = 1) -> np.ndarray:
     return mask & ~core
 
 
-def filled_overlay(masks: np.ndarray, colours: list[str], *, fill_alpha: int = 110) -> np.ndarray:
+def filled_overlay(masks: np.ndarray, colours: list[str], *, fill_alpha: int = 110,
+                   void: np.ndarray | None = None) -> np.ndarray:
     """``(K, H, W) bool`` -> ``(H, W, 4) uint8``: translucent class fill with an opaque outline.
 
     The outline is 1 px, 2 px on pictures larger than 600 px. Classes are painted in order,
-    so where layout-B classes overlap the later class shows.
+    so where layout-B classes overlap the later class shows. Void pixels (``void`` (H, W) bool)
+    are hatched.
     """
     masks = np.asarray(masks, dtype=bool)
     out = np.zeros(masks.shape[1:] + (4,), dtype=np.uint8)
+    if void is not None:
+        out[np.asarray(void, dtype=bool) & hatch(masks.shape[1:])] = (*hex_to_rgb(VOID_HATCH), 200)
     width = 2 if max(masks.shape[1:]) > 600 else 1
     for k, m in enumerate(masks):
         if m.any():

@@ -18,8 +18,9 @@ from .diagnosis import diagnose
 from .distributed import barrier, gather_objects, init_process_group, local_device, shard_range, shutdown
 from .errors import OutputDirError, TrainingError
 from .atomic import atomic_path
+from .labels import AUTO
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
-from .prepare import PreparedData, load_original, prepare
+from .prepare import PreparedData, label_values, load_original, prepare
 from .scoring import quality_scores
 from .signals import compute_signals, concatenate_signals
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
@@ -38,6 +39,7 @@ class ScanConfig:
 
     train: TrainConfig = field(default_factory=TrainConfig)
     mask_suffix: str | None = None
+    ignore_value: int | None | str = AUTO  # layout A void value: an int, None (no void) or "auto"
     threshold: float = 0.5          # suspect when quality_score < threshold
     top: int | None = None          # keep only the N most suspect rows in scores.csv
     suspects_only: bool = False     # keep only suspect rows in scores.csv
@@ -113,7 +115,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
 
     group = init_process_group(config.train.device)
     train_config = dataclasses.replace(config.train, device=local_device(config.train.device, group))
-    index = find_dataset(dataset, mask_suffix=config.mask_suffix)
+    index = find_dataset(dataset, mask_suffix=config.mask_suffix, ignore_value=config.ignore_value)
     check_output_dir(out_dir, index.root, overwrite=config.overwrite, resume=config.resume)
     if group.is_main:  # the main process fills the cache and clears old outputs; the others then read
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,10 +188,14 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
     for position, working, original in predict_samples(data, result.unet, suspects, progress=progress,
                                                        description="diagnose"):
         given = np.asarray(data.masks[position], dtype=bool)
+        if data.void is not None:  # void pixels are never disagreement
+            working = working & ~np.asarray(data.void[position], dtype=bool)
         diagnoses[position] = diagnose(given, working, suspect=True, multilabel=index.multilabel)
         sample_id = index.samples[position].id
+        void = load_original(index, sample_id)[2] if data.void is not None else None
         write_suggested_masks(out_dir / "suggested", sample_id, original, classes=index.classes,
-                              multilabel=index.multilabel, file_name=f"{sample_id}.png")
+                              multilabel=index.multilabel, file_name=f"{sample_id}.png",
+                              values=label_values(index).values, void=void, void_value=index.void_value)
     rows = []
     for rank, position in enumerate(order, start=1):
         sample = index.samples[position]
@@ -267,6 +273,7 @@ def _report_input(data: PreparedData, config: ScanConfig, result: TrainResult, r
         coords=np.asarray([coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2),
         version=__version__,
         self_check=check,
+        void_value=data.index.void_value,
     )
 
 
@@ -274,15 +281,15 @@ def _sample_visuals(data: PreparedData, result: TrainResult, position: int):
     """Image, given masks and predicted masks of one sample at its original size, for the report."""
     from .report import SampleVisuals
 
-    image, given = load_original(data.index, data.index.samples[position].id)
+    image, given, void = load_original(data.index, data.index.samples[position].id)
     (_, _, predicted), = predict_samples(data, result.unet, [position])
-    return SampleVisuals(image=image, given=given, predicted=predicted)
+    return SampleVisuals(image=image, given=given, predicted=predicted, void=void)
 
 
 def _settings(config: ScanConfig) -> dict[str, object]:
     settings = dataclasses.asdict(config.train)
     settings.update(threshold=config.threshold, top=config.top, suspects_only=config.suspects_only,
-                    resume=config.resume, mask_suffix=config.mask_suffix)
+                    resume=config.resume, mask_suffix=config.mask_suffix, ignore_value=config.ignore_value)
     return settings
 
 
@@ -330,6 +337,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
                 "root": str(data.index.root),
                 "layout": data.index.layout,
                 "classes": list(data.index.classes),
+                "label_values": data.index.labels.as_dict(),
                 "num_samples": len(data.index.samples),
                 "skipped": [{"path": item.path, "reason": item.reason} for item in data.index.skipped],
             },

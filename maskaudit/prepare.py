@@ -11,6 +11,7 @@ never trusted (and are deleted by the next successful run).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,13 +26,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .dataset import DatasetIndex, Sample, Skipped, file_reason, is_binary_255
+from .labels import LabelValues
 from .atomic import atomic_path, atomic_write_text
 from .errors import DatasetError, InputFileError, OutputDirError
 from .imageio import DEFAULT_MAX_PIXELS, probe_image, read_image, read_mask
 
 __all__ = ["Pair", "PreparedData", "load_original", "prepare", "read_pair", "skipped_pair"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: classes are the label values present, and a void array
 _NORMALISATION = "percentile"
 
 T = TypeVar("T")
@@ -49,11 +51,14 @@ class Pair:
         (K, H, W) ``bool``; channel k is class k (layout A: ``label == k + 1``).
     mode : str
         Source mode of the image, e.g. ``"L"``, ``"I;16"``, ``"DICOM MONOCHROME1"``.
+    void : np.ndarray or None
+        (H, W) ``bool`` void / ignore pixels (layout A with a void value), else None.
     """
 
     image: np.ndarray
     masks: np.ndarray
     mode: str
+    void: np.ndarray | None = None
 
 
 @dataclass
@@ -72,6 +77,9 @@ class PreparedData:
         (N, 2) ``int64``: (H, W) of each original image.
     size : int
         S, the working resolution.
+    void : np.ndarray or None
+        (N, S, S) ``uint8`` in {0, 1}, 1 = void / ignore pixel (no class, not background), a
+        read-only ``np.memmap``; None when the dataset has no void value.
     """
 
     index: DatasetIndex
@@ -79,6 +87,7 @@ class PreparedData:
     masks: np.ndarray
     original_sizes: np.ndarray
     size: int
+    void: np.ndarray | None = None
 
 
 def read_pair(index: DatasetIndex, sample: Sample, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pair:
@@ -96,19 +105,20 @@ def read_pair(index: DatasetIndex, sample: Sample, *, max_pixels: int = DEFAULT_
     Returns
     -------
     Pair
-        Image (H, W[, 3]) ``uint8`` and masks (K, H, W) ``bool``.
+        Image (H, W[, 3]) ``uint8``, masks (K, H, W) ``bool`` and void (H, W) ``bool`` or None.
 
     Raises
     ------
     InputFileError
-        If a file cannot be decoded, a mask's size differs from the image's, a layout A label
-        exceeds the number of classes, or a layout B mask is not binary. The message names the
-        file relative to the dataset root.
+        If a file cannot be decoded, a mask's size differs from the image's, a layout A mask
+        holds a value that is neither background, a class nor void, or a layout B mask is not
+        binary. The message names the file relative to the dataset root.
     """
     decoded = _decoding(sample.image, lambda: read_image(index.root / sample.image, max_pixels=max_pixels))
     height, width = decoded.pixels.shape[:2]
     num_classes = len(index.classes)
     masks = np.zeros((num_classes, height, width), dtype=bool)
+    void = None
     for channel, mask_path in enumerate(sample.masks):
         labels = _decoding(mask_path, lambda: read_mask(index.root / mask_path, max_pixels=max_pixels))
         name = mask_path.as_posix()
@@ -123,22 +133,34 @@ def read_pair(index: DatasetIndex, sample: Sample, *, max_pixels: int = DEFAULT_
                 raise InputFileError(f"{name}: layout B masks must be binary (0/255 or 0/1), found values {found}")
             masks[channel] = labels > 0
             continue
-        top = int(labels.max())
-        if top == 255 and num_classes < 255 and is_binary_255(labels):
-            labels = (labels > 0).astype(np.uint8)  # binary 0/255 mask: class 1
-        elif top > num_classes:
+        masks, void, unknown = label_values(index).split(labels)
+        if unknown:
+            listed = ", ".join(str(value) for value in unknown[:6])
             raise InputFileError(
-                f"{name}: label {top} but only {num_classes} classes; fix the mask or list all classes in classes.txt"
+                f"{name}: label value {listed} is not a class ({_values_text(index)}); fix the mask or"
+                f' name it in classes.json ({{"{unknown[0]}": "name", ...}})'
             )
-        for k in range(num_classes):
-            masks[k] = labels == k + 1
-    return Pair(decoded.pixels, masks, decoded.mode)
+    return Pair(decoded.pixels, masks, decoded.mode, void)
+
+
+def label_values(index: DatasetIndex) -> LabelValues:
+    """The index's label values; an index built by hand without them reads values 1..K."""
+    if index.labels.values or index.multilabel:
+        return index.labels
+    return LabelValues(values=tuple(range(1, len(index.classes) + 1)))
+
+
+def _values_text(index: DatasetIndex) -> str:
+    labels = label_values(index)
+    text = "classes are " + ", ".join(str(value) for value in labels.values[:8])
+    text += ", ..." if len(labels.values) > 8 else ""
+    return text + (f"; {labels.void} is void" if labels.void is not None else "")
 
 
 def load_original(
     index: DatasetIndex, sample_id: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[np.ndarray, np.ndarray]:
-    """The image and masks of one sample at their original size, for the report.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The image, masks and void pixels of one sample at their original size, for the report.
 
     Returns
     -------
@@ -146,6 +168,8 @@ def load_original(
         (H, W, 3) ``uint8`` (grey replicated).
     masks : np.ndarray
         (K, H, W) ``bool``.
+    void : np.ndarray or None
+        (H, W) ``bool`` void pixels, or None when the dataset has no void value.
 
     Raises
     ------
@@ -159,7 +183,7 @@ def load_original(
         raise KeyError(f"no sample with id {sample_id!r} in {index.root}")
     pair = read_pair(index, sample, max_pixels=max_pixels)
     image = pair.image if pair.image.ndim == 3 else np.repeat(pair.image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image), pair.masks
+    return np.ascontiguousarray(image), pair.masks, pair.void
 
 
 def prepare(
@@ -193,7 +217,7 @@ def prepare(
     Returns
     -------
     PreparedData
-        Images (N, C, S, S) and masks (N, K, S, S) as read-only memory maps.
+        Images (N, C, S, S), masks (N, K, S, S) and void (N, S, S) (or None) as read-only memory maps.
 
     Raises
     ------
@@ -213,6 +237,7 @@ def prepare(
         "size": size,
         "layout": index.layout,
         "classes": len(index.classes),
+        "label_values": {key: value for key, value in index.labels.as_dict().items() if key != "notes"},
         "max_pixels": max_pixels,
         "normalisation": _NORMALISATION,
     }
@@ -232,24 +257,29 @@ def prepare(
     candidates = [sample for sample in index.samples if sample.id in keys and keys[sample.id] not in failed]
 
     channels, colour = _channels(index, candidates, keys, old, max_pixels=max_pixels)
-    if old.usable(channels, len(index.classes)) and old.keys == [keys[sample.id] for sample in candidates]:
+    has_void = index.void_value is not None
+    if old.usable(channels, len(index.classes), has_void) and old.keys == [keys[sample.id] for sample in candidates]:
         prepared_index = dataclasses.replace(index, samples=tuple(candidates), skipped=_sorted(skipped))
         return old.prepared(prepared_index, size)
 
     tag = uuid.uuid4().hex[:12]
-    names = (f"prepared-{size}-{tag}-images.npy", f"prepared-{size}-{tag}-masks.npy")
+    names = tuple(f"prepared-{size}-{tag}-{part}.npy" for part in ("images", "masks", "void")[: 2 + has_void])
     done: list[Sample] = []
     sizes: list[tuple[int, int]] = []
     rows_colour: list[bool] = []
-    with atomic_path(cache_dir / names[0]) as images_temp, atomic_path(cache_dir / names[1]) as masks_temp:
-        images = _open_rows(images_temp, (len(candidates), channels, size, size))
-        masks = _open_rows(masks_temp, (len(candidates), len(index.classes), size, size))
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(atomic_path(cache_dir / name)) for name in names]
+        images = _open_rows(temps[0], (len(candidates), channels, size, size))
+        masks = _open_rows(temps[1], (len(candidates), len(index.classes), size, size))
+        void = _open_rows(temps[2], (len(candidates), size, size)) if has_void else None
         for sample in tqdm(candidates, desc="preparing", unit="pair", disable=not progress):
             key = keys[sample.id]
             row = old.row_of.get(key)
             if row is not None:
                 images[len(done)] = _widen(old.images[row], channels)
                 masks[len(done)] = old.masks[row]
+                if void is not None:
+                    void[len(done)] = old.void[row]
                 sizes.append(old.sizes[row])
             else:
                 try:
@@ -258,7 +288,9 @@ def prepare(
                     skipped.append(skipped_pair(sample, error))
                     failed[key] = skipped[-1].reason
                     continue
-                images[len(done)], masks[len(done)] = _resize_pair(pair, size, channels)
+                images[len(done)], masks[len(done)], row_void = _resize_pair(pair, size, channels)
+                if void is not None:
+                    void[len(done)] = row_void
                 sizes.append(pair.image.shape[:2])
             rows_colour.append(colour[sample.id])
             done.append(sample)
@@ -267,13 +299,14 @@ def prepare(
                 f"no pair in {index.root} could be decoded (e.g. {skipped[-1].path}: {skipped[-1].reason});"
                 " run `maskaudit inspect` on it to list the problems"
             )
-        _finish_rows(images, images_temp, len(done))
-        _finish_rows(masks, masks_temp, len(done))
-        del images, masks
+        for array, temp in zip((images, masks, void), temps):
+            _finish_rows(array, temp, len(done))
+        del images, masks, void
     manifest = {
         **settings,
         "images": names[0],
         "masks": names[1],
+        "void": names[2] if has_void else None,
         "keys": [keys[sample.id] for sample in done],
         "original_sizes": [[int(height), int(width)] for height, width in sizes],
         "colour": rows_colour,
@@ -360,8 +393,9 @@ def _widen(image: np.ndarray, channels: int) -> np.ndarray:
     return image if image.shape[0] == channels else np.repeat(image[:1], channels, axis=0)
 
 
-def _resize_pair(pair: Pair, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image (C, S, S) uint8 (area when shrinking, else bilinear) and masks (K, S, S) uint8 (nearest)."""
+def _resize_pair(pair: Pair, size: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Image (C, S, S) uint8 (area when shrinking, else bilinear), masks (K, S, S) uint8 and void
+    (S, S) uint8 or None (both nearest)."""
     height, width = pair.image.shape[:2]
     filter_ = Image.Resampling.BOX if height >= size and width >= size else Image.Resampling.BILINEAR
     image = np.asarray(Image.fromarray(pair.image).resize((size, size), filter_))
@@ -377,7 +411,10 @@ def _resize_pair(pair: Pair, size: int, channels: int) -> tuple[np.ndarray, np.n
             for channel in pair.masks
         ]
     ) if len(pair.masks) else np.zeros((0, size, size), dtype=np.uint8)
-    return image, masks
+    void = None if pair.void is None else np.asarray(
+        Image.fromarray(pair.void.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    )
+    return image, masks, void
 
 
 class _Cache:
@@ -395,6 +432,7 @@ class _Cache:
         self.failed: dict[str, str] = dict(manifest.get("failed", {}))
         self.images: np.ndarray = np.zeros((0, 1, size, size), dtype=np.uint8)
         self.masks: np.ndarray = np.zeros((0, 0, size, size), dtype=np.uint8)
+        self.void: np.ndarray | None = None
         self.files: tuple[str, ...] = ()
 
     @staticmethod
@@ -412,6 +450,9 @@ class _Cache:
             cache.images = np.load(cache_dir / manifest["images"], mmap_mode="r")
             cache.masks = np.load(cache_dir / manifest["masks"], mmap_mode="r")
             cache.files = (manifest["images"], manifest["masks"])
+            if manifest.get("void"):
+                cache.void = np.load(cache_dir / manifest["void"], mmap_mode="r")
+                cache.files += (manifest["void"],)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return cls(cache_dir, size)
         rows = len(cache.keys)
@@ -420,13 +461,15 @@ class _Cache:
             and cache.images.ndim == 4 and cache.masks.ndim == 4
             and cache.images.shape[0] == rows == cache.masks.shape[0] == len(cache.sizes) == len(cache.colour)
             and cache.images.shape[2:] == (size, size) == cache.masks.shape[2:]
+            and (cache.void is None or (cache.void.dtype == np.uint8 and cache.void.shape == (rows, size, size)))
         ):
             return cls(cache_dir, size)
         return cache
 
-    def usable(self, channels: int, num_classes: int) -> bool:
+    def usable(self, channels: int, num_classes: int, has_void: bool) -> bool:
         """Whether the arrays can be returned as they are."""
-        return bool(self.files) and self.images.shape[1] == channels and self.masks.shape[1] == num_classes
+        return (bool(self.files) and self.images.shape[1] == channels and self.masks.shape[1] == num_classes
+                and (self.void is not None) == has_void)
 
     def prepared(self, index: DatasetIndex, size: int) -> PreparedData:
         return PreparedData(
@@ -435,6 +478,7 @@ class _Cache:
             masks=self.masks,
             original_sizes=np.asarray(self.sizes, dtype=np.int64).reshape(-1, 2),
             size=size,
+            void=self.void,
         )
 
     def remove_files_except(self, keep: _Cache) -> None:
@@ -461,8 +505,10 @@ def _open_rows(path: Path, shape: tuple[int, ...]) -> np.memmap:
         raise OutputDirError(f"cannot write the cache file {path} ({error.strerror or error})") from error
 
 
-def _finish_rows(array: np.memmap, path: Path, rows: int) -> None:
+def _finish_rows(array: np.memmap | None, path: Path, rows: int) -> None:
     """Flush ``array`` (stored at ``path``); if fewer than its rows were filled, cut the file to ``rows``."""
+    if array is None:
+        return
     array.flush()
     if rows == array.shape[0]:
         return

@@ -64,6 +64,7 @@ class SampleVisuals:
     image: np.ndarray  # (H, W, 3) uint8
     given: np.ndarray  # (K, H, W) bool, the dataset's mask
     predicted: np.ndarray  # (K, H, W) bool, the segmenter's mask
+    void: np.ndarray | None = None  # (H, W) bool void / ignore pixels of the dataset's mask, or None
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class ReportInput:
     # the scan's self-check (maskaudit.pipeline.self_check): estimated_auroc, segmenter_median_dice,
     # summary (one sentence), fusion_weights; empty: not shown
     self_check: dict[str, Any] = field(default_factory=dict)
+    void_value: int | None = None  # layout A label value of void pixels (hatched in the pictures), or None
 
 
 # ------------------------------------------------------------------------------------ template data
@@ -205,6 +207,7 @@ class _Page:
     rows_without_visuals: int
     self_check: dict[str, Any]
     data: dict[str, Any] = field(default_factory=dict)  # embedded as JSON for report.js
+    void_value: int | None = None
 
 
 def _self_check(check: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +351,7 @@ def _environment():
     )
 
 
-def _check_visuals(vis: SampleVisuals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_visuals(vis: SampleVisuals) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     image = overlays.as_rgb_uint8(vis.image)
     given = np.asarray(vis.given, dtype=bool)
     predicted = np.asarray(vis.predicted, dtype=bool)
@@ -364,23 +367,27 @@ def _check_visuals(vis: SampleVisuals) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if given.shape[0] != predicted.shape[0]:
         raise MaskauditError(
             f"given and predicted masks have different class counts: {given.shape[0]} vs {predicted.shape[0]}")
-    return image, given, predicted
+    void = None if vis.void is None else np.asarray(vis.void, dtype=bool)
+    if void is not None and void.shape != (h, w):
+        void = overlays.resize_masks(void[None], (h, w))[0]
+    return image, given, predicted, void
 
 
 def _write_sample_assets(i: int, vis: SampleVisuals, colours: list[str], sample_dir: Path, *,
                          detail_max_side: int | None) -> dict[str, Any]:
     """Draw and write the five pictures of row ``i``; return their paths relative to the report."""
-    image, given, predicted = _check_visuals(vis)
+    image, given, predicted, void = _check_visuals(vis)
     k = given.shape[0]
     if k > len(colours):
         colours = [overlays.class_colour(j) for j in range(k)]
     stem = f"{i + 1:06d}"
     rel = "assets/samples/"
     thumb = overlays.contour_thumbnail(image, given, predicted, colours, max_side=THUMB_SIDE)
-    diff = overlays.disagreement_thumbnail(image, given, predicted, max_side=THUMB_SIDE)
+    diff = overlays.disagreement_thumbnail(image, given, predicted, void=void, max_side=THUMB_SIDE)
     size = overlays.fit_size(*image.shape[:2], detail_max_side)
     full = overlays.resize_image(image, size)
-    given_ov = overlays.filled_overlay(overlays.resize_masks(given, size), colours)
+    given_ov = overlays.filled_overlay(overlays.resize_masks(given, size), colours,
+                                       void=None if void is None else overlays.resize_masks(void[None], size)[0])
     pred_ov = overlays.filled_overlay(overlays.resize_masks(predicted, size), colours)
     files = {
         "thumb": (f"{stem}-contours.jpg", overlays.encode_jpeg(thumb)),
@@ -581,4 +588,4 @@ def _build_page(report: ReportInput, assets: list[dict[str, Any]], colours: list
         stages=stages, total_time=_fmt_seconds(total), histogram=_histogram(scores, suspect, report.threshold),
         scatter=_scatter(report), visual_limit=int(max_visual_samples),
         rows_without_visuals=max(0, len(rows) - max_visual_samples), self_check=_self_check(report.self_check),
-        data=data)
+        data=data, void_value=report.void_value)

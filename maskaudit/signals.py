@@ -45,10 +45,11 @@ class Signals:
 
 
 def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray, t: np.ndarray, *,
-                  multilabel: bool) -> dict[str, np.ndarray]:
-    """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's t (b,)."""
+                  multilabel: bool, valid: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's t (b,),
+    valid (b, S, S) bool (False on void pixels) or None."""
     return {
-        **segmenter_evidence(probabilities, masks, multilabel=multilabel),
+        **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid),
         **image_evidence(images, masks),
         "qam_score": t,
         "shape": np.stack([shape_descriptors(m) for m in masks]),
@@ -81,7 +82,8 @@ def compute_signals(
     ):
         span = slice(out.start, out.start + len(out.probabilities))
         batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
-        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, multilabel=multilabel)
+        valid = valid_pixels(data, rows, span)
+        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, multilabel=multilabel, valid=valid)
         parts.update(qam_features=out.qam_features, bottleneck=out.bottleneck)
         for name, values in parts.items():
             given_parts.setdefault(name, []).append(values)
@@ -89,7 +91,7 @@ def compute_signals(
         corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
         for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
-                                          multilabel=multilabel).items():
+                                          multilabel=multilabel, valid=valid).items():
             probe_parts.setdefault(name, []).append(values)
         bar.update(len(given))
     bar.close()
@@ -111,6 +113,13 @@ def _critic_scores(qam, images: np.ndarray, masks: np.ndarray, *, device: str) -
     image_batch = torch.from_numpy(images.astype(np.float32) / 255.0).to(device)
     mask_batch = torch.from_numpy(masks.astype(np.float32)).to(device)
     return qam(image_batch, mask_batch)[0].float().cpu().numpy()
+
+
+def valid_pixels(data: "PreparedData", rows: range, batch: slice) -> np.ndarray | None:
+    """(b, S, S) bool, False on void pixels, for ``batch`` (positions within ``rows``); None without void."""
+    if data.void is None:
+        return None
+    return ~np.asarray(data.void[rows.start + batch.start : rows.start + batch.stop], dtype=bool)
 
 
 def concatenate_signals(parts: list[Signals]) -> Signals:

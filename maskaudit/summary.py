@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .dataset import DatasetIndex
 from .errors import DatasetError, InputFileError
 from .imageio import DEFAULT_MAX_PIXELS
-from .prepare import read_pair, skipped_pair
+from .prepare import label_values, read_pair, skipped_pair
 
 __all__ = ["describe_dataset", "format_description"]
 
@@ -39,8 +39,10 @@ def describe_dataset(
         ``mask_suffix`` (str), ``classes`` (list of K names), ``num_samples`` (pairs that
         decode), ``num_skipped``, ``skipped`` (list of ``{"path", "reason"}``; pairs that fail to
         decode are added here), ``class_pixel_fraction`` ({class: fraction of all image pixels}),
-        ``empty_masks`` (samples whose masks are all empty), ``image_sizes`` ({"HxW": count}) and
-        ``image_modes`` ({mode: count}).
+        ``empty_masks`` (samples whose masks are all empty), ``image_sizes`` ({"HxW": count}),
+        ``image_modes`` ({mode: count}), ``label_values`` (layout A: ``{"values", "void", "binary",
+        "notes"}``, see :class:`~maskaudit.labels.LabelValues`; None for layout B) and
+        ``void_pixel_fraction`` (fraction of all image pixels that are void).
 
     Raises
     ------
@@ -50,6 +52,7 @@ def describe_dataset(
     skipped = list(index.skipped)
     num_classes = len(index.classes)
     class_pixels = np.zeros(num_classes, dtype=np.int64)
+    void_pixels = 0
     total_pixels = 0
     empty = 0
     sizes: Counter[str] = Counter()
@@ -66,6 +69,7 @@ def describe_dataset(
         total_pixels += height * width
         per_class = pair.masks.reshape(num_classes, -1).sum(axis=1)
         class_pixels += per_class
+        void_pixels += int(pair.void.sum()) if pair.void is not None else 0
         empty += int(not per_class.any())
         sizes[f"{height}x{width}"] += 1
         modes[pair.mode] += 1
@@ -90,6 +94,8 @@ def describe_dataset(
         "empty_masks": empty,
         "image_sizes": dict(sizes.most_common()),
         "image_modes": dict(modes.most_common()),
+        "label_values": None if index.multilabel else label_values(index).as_dict(),
+        "void_pixel_fraction": void_pixels / total_pixels,
     }
 
 
@@ -109,9 +115,21 @@ def format_description(description: dict[str, Any]) -> str:
         f"Classes      {len(description['classes'])}",
     ]
     width = max((len(name) for name in description["classes"]), default=0)
-    for name in description["classes"]:
+    labels = description.get("label_values")
+    values = [f"value {value}" for value in labels["values"]] if labels else [""] * len(description["classes"])
+    if labels and labels["binary"]:
+        values = ["values >= 128"]
+    value_width = max((len(text) for text in values), default=0)
+    for name, value in zip(description["classes"], values):
         fraction = description["class_pixel_fraction"].get(name, 0.0)
-        lines.append(f"  {name:<{width}}  {100 * fraction:6.2f} % of pixels")
+        column = f"  {value:<{value_width}}" if value_width else ""
+        lines.append(f"  {name:<{width}}{column}  {100 * fraction:6.2f} % of pixels")
+    if labels and labels["void"] is not None:
+        fraction = description.get("void_pixel_fraction", 0.0)
+        lines.append(f"Void         value {labels['void']}, {100 * fraction:.2f} % of pixels (not a class,"
+                     " left out of training and scoring)")
+    for note in labels["notes"] if labels else ():
+        lines.append(f"Note         {note}")
     lines.append("Image sizes  " + _counts(description["image_sizes"]))
     lines.append("Image modes  " + _counts(description["image_modes"]))
     skipped = description["skipped"]

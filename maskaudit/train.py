@@ -199,22 +199,30 @@ def _cpu_flag(flag: str) -> bool:
 
 
 def per_sample_loss(
-    logits: torch.Tensor, masks: torch.Tensor, *, multilabel: bool
+    logits: torch.Tensor, masks: torch.Tensor, *, multilabel: bool, valid: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cross-entropy plus soft Dice for each sample, the per-class soft Dice and the cross-entropy alone.
 
     logits: (B, K, H, W) for multi-label (one sigmoid per class) or (B, K + 1, H, W) with
     background first for exclusive classes (softmax). masks: (B, K, H, W) float {0, 1}.
+    valid: (B, 1, H, W) float {0, 1}, 0 = void pixel left out of both terms; None = all valid.
     Returns loss (B,), dice (B, K) and cross-entropy (B,).
     """
     if multilabel:
-        cross_entropy = F.binary_cross_entropy_with_logits(logits, masks, reduction="none").mean(dim=(1, 2, 3))
+        cross_entropy = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
         probabilities = torch.sigmoid(logits)
     else:
         background = 1.0 - masks.amax(dim=1, keepdim=True)
         target = torch.cat([background, masks], dim=1).argmax(dim=1)
-        cross_entropy = F.cross_entropy(logits, target, reduction="none").mean(dim=(1, 2))
+        cross_entropy = F.cross_entropy(logits, target, reduction="none")[:, None]
         probabilities = torch.softmax(logits, dim=1)[:, 1:]
+    if valid is None:
+        cross_entropy = cross_entropy.mean(dim=(1, 2, 3))
+    else:  # mean over the valid pixels only
+        cross_entropy = (cross_entropy * valid).sum(dim=(1, 2, 3)) / (
+            valid.sum(dim=(1, 2, 3)).clamp(min=1.0) * cross_entropy.shape[1]
+        )
+        probabilities = probabilities * valid
     intersection = (probabilities * masks).sum(dim=(2, 3))
     dice = (2 * intersection + 1.0) / (probabilities.sum(dim=(2, 3)) + masks.sum(dim=(2, 3)) + 1.0)
     return cross_entropy + (1.0 - dice.mean(dim=1)), dice, cross_entropy
@@ -222,10 +230,11 @@ def per_sample_loss(
 
 def weighted_loss(
     unet: torch.nn.Module, qam: torch.nn.Module | None, images: torch.Tensor, masks: torch.Tensor, *,
-    config: TrainConfig, amp_dtype: torch.dtype | None, multilabel: bool,
+    config: TrainConfig, amp_dtype: torch.dtype | None, multilabel: bool, valid: torch.Tensor | None = None,
     corrupted: torch.Tensor | None = None, changed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward pass of the joint objective on a batch: (objective, L (B,), Dice (B, K), t (B,), w (B,)).
+    valid: (B, 1, H, W) float, 0 on void pixels (see per_sample_loss), or None.
 
     The segmenter learns from sum_i w_i L_i with the weights held fixed (w = softmax(lam tanh t),
     paper Eq. 1-2). The QAM learns from sum_i w_i CE_i with the losses held fixed: cross-entropy
@@ -238,7 +247,7 @@ def weighted_loss(
     """
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits, _ = unet(images)
-    loss_i, dice_i, cross_entropy = per_sample_loss(logits.float(), masks, multilabel=multilabel)
+    loss_i, dice_i, cross_entropy = per_sample_loss(logits.float(), masks, multilabel=multilabel, valid=valid)
     if qam is None:
         weights = ocm_weights(torch.zeros(len(images), device=images.device), mode="baseline")
         return (weights * loss_i).sum(), loss_i, dice_i, torch.zeros_like(weights), weights
@@ -253,6 +262,11 @@ def weighted_loss(
     if critic is not None:
         objective = objective + config.critic * critic
     return objective, loss_i, dice_i, t, weights
+
+
+def void_batch(void: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(b, 1, S, S) float32 void pixels of ``rows`` (sorted, as the loader yields them) from the (N, S, S) cache."""
+    return torch.from_numpy(np.asarray(void[rows], dtype=np.float32)[:, None]).to(device)
 
 
 def augment_batch(
@@ -400,8 +414,11 @@ def train(
         batches = epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
         for rows, images, masks in iterate_batches(data.images, data.masks, batches[group.rank :: group.world_size],
                                                    workers=workers, device=device):
+            if data.void is not None:  # void rides along as a last channel so that it is warped with the masks
+                masks = torch.cat([masks, void_batch(data.void, rows, device)], dim=1)
             if config.augment:
                 images, masks = augment_batch(images, masks, generator, flips=config.flips)
+            masks, valid = (masks[:, :-1], 1.0 - masks[:, -1:]) if data.void is not None else (masks, None)
             corrupted, changed = None, None
             if qam is not None and config.critic > 0:  # after augmentation: the pair differs only by the corruption
                 corrupted, changed = corrupt_batch(masks.cpu().numpy() > 0.5, critic_rng, families=families,
@@ -411,7 +428,7 @@ def train(
             images = images.contiguous(memory_format=memory_format)
             masks = masks.contiguous(memory_format=memory_format)
             loss, loss_i, dice_i, t, weights = weighted_loss(unet, qam, images, masks, config=config,
-                                                             amp_dtype=amp_dtype, multilabel=multilabel,
+                                                             amp_dtype=amp_dtype, multilabel=multilabel, valid=valid,
                                                              corrupted=corrupted, changed=changed)
             if not torch.isfinite(loss):
                 raise TrainingError(

@@ -54,13 +54,13 @@ def test_describe_adds_pairs_that_fail_to_decode(make_layout_a, write_image):
     description = describe_dataset(find_dataset(root), progress=False)
     assert description["num_samples"] == 2 and description["classes"] == ["lung", "heart"]
     assert description["skipped"] == [
-        {"path": "images/case01.png", "reason": "masks/case01.png: label 9 but only 2 classes;"
-         " fix the mask or list all classes in classes.txt"},
+        {"path": "images/case01.png", "reason": "masks/case01.png: label value 9 is not a class (classes are"
+         ' 1, 2); fix the mask or name it in classes.json ({"9": "name", ...})'},
         {"path": "images/notes.txt", "reason": "not a supported image file (allowed: .dcm, .dicom, .jpeg, .jpg,"
          " .png, .tif, .tiff, DICOM)"},
     ]
     text = format_description(description)
-    assert "Layout       A" in text and "lung" in text and "images/case01.png: masks/case01.png: label 9" in text
+    assert "Layout       A" in text and "lung" in text and "images/case01.png: masks/case01.png: label value 9" in text
 
 
 def test_describe_raises_when_nothing_decodes(tmp_path, write_image):

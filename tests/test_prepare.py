@@ -75,7 +75,7 @@ def test_images_of_different_sizes_are_resized_and_originals_kept(tmp_path, writ
     expected[:, :8] = 1
     np.testing.assert_array_equal(data.masks[0, 0], expected)
     np.testing.assert_array_equal(data.masks[1, 0], expected)
-    image, masks = load_original(index, "small")
+    image, masks, _ = load_original(index, "small")
     assert image.shape == (10, 20, 3) and image.dtype == np.uint8
     assert masks.shape == (1, 10, 20) and masks.dtype == bool and masks[0, :, :10].all()
     with pytest.raises(KeyError, match="nope"):
@@ -237,8 +237,8 @@ def test_layout_a_label_reason(make_layout_a, write_image, tmp_path):
     write_image(root / "masks/case01.png", np.full((16, 16), 7, dtype=np.uint8))
     data = prepare(find_dataset(root), size=8, cache_dir=tmp_path / "out")
     assert reasons(data.index) == {
-        "images/case01.png": "masks/case01.png: label 7 but only 2 classes;"
-        " fix the mask or list all classes in classes.txt"
+        "images/case01.png": "masks/case01.png: label value 7 is not a class (classes are 1, 2); fix the mask"
+        ' or name it in classes.json ({"7": "name", ...})'
     }
 
 

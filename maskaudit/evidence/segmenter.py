@@ -11,17 +11,21 @@ from ..inference import predicted_masks
 from ..metrics import boundary_distance, dice_per_class, softmin_label_quality
 
 
-def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilabel: bool) -> dict[str, np.ndarray]:
+def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilabel: bool,
+                       valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-sample disagreement between masks (b, K, S, S) bool and the segmenter's probabilities
-    (b, K, S, S) float.
+    (b, K, S, S) float; ``valid`` (b, S, S) bool is False on void pixels, which never count (None: none).
 
     Returns ``dice`` (b, K) Dice(mask, prediction) per class, ``boundary`` (b, K) mean surface
     distance in working-resolution px, and ``softmin`` (b,) the soft minimum over pixels of the
     probability of the given label (low = somewhere the mask is confidently wrong).
     """
     predicted = predicted_masks(probabilities, multilabel=multilabel)
+    if valid is not None:  # void pixels: no class given, so none predicted either
+        predicted = predicted & valid[:, None]
+    valid_rows = valid if valid is not None else [None] * len(masks)
     return {
         "dice": dice_per_class(predicted, masks),
         "boundary": np.stack([boundary_distance(p, g) for p, g in zip(predicted, masks)]),
-        "softmin": np.array([softmin_label_quality(p, g) for p, g in zip(probabilities, masks)]),
+        "softmin": np.array([softmin_label_quality(p, g, valid=v) for p, g, v in zip(probabilities, masks, valid_rows)]),
     }
