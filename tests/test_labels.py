@@ -195,8 +195,8 @@ def test_training_loss_ignores_void_pixels():
     valid[:, :, 3:5] = 0  # a void band across the border
     changed = logits.clone()
     changed[:, :, 3:5] = torch.randn(2, 3, 2, 8, generator=generator) * 10  # anything predicted in the band
-    loss, dice = per_sample_loss(logits, masks, multilabel=False, valid=valid)
-    loss_changed, dice_changed = per_sample_loss(changed, masks, multilabel=False, valid=valid)
+    loss, dice, _ = per_sample_loss(logits, masks, multilabel=False, valid=valid)
+    loss_changed, dice_changed, _ = per_sample_loss(changed, masks, multilabel=False, valid=valid)
     assert torch.allclose(loss, loss_changed) and torch.allclose(dice, dice_changed)
     assert not torch.allclose(per_sample_loss(logits, masks, multilabel=False)[0],
                               per_sample_loss(changed, masks, multilabel=False)[0])
