@@ -30,6 +30,7 @@ SCORE_COLUMNS = (
     "cluster",
     "outlier",
     "outlier_score",
+    "suggestion_confidence",
 )
 LIST_SEPARATOR = ";"
 
@@ -53,6 +54,7 @@ class ScoreRow:
     cluster: int
     outlier: bool
     outlier_score: float            # [0, 1], higher = further from the other samples' features
+    suggestion_confidence: float | None = None  # [0, 1] trust in the suggested mask; None = no suggestion
 
     def as_csv_fields(self) -> list[str]:
         return [
@@ -71,6 +73,7 @@ class ScoreRow:
             str(self.cluster),
             str(int(self.outlier)),
             f"{self.outlier_score:.6f}",
+            "" if self.suggestion_confidence is None else f"{self.suggestion_confidence:.4f}",
         ]
 
 
@@ -114,7 +117,7 @@ def write_mask_png(path: Path, mask: np.ndarray) -> None:
 
 def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, classes: tuple[str, ...],
                           multilabel: bool, file_name: str) -> list[Path]:
-    """Write the segmenter's masks (K, H, W) bool for one sample in the dataset's own layout.
+    """Write masks (K, H, W) bool of one sample (a suggestion or a prediction) in the dataset's own layout.
 
     Layout B: ``out_dir/masks/<class>/<file_name>`` (0/255 per class); layout A:
     ``out_dir/masks/<file_name>`` (label index, 0 = background). Returns the written paths.
