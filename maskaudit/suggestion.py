@@ -2,12 +2,12 @@
 
 Shape key: ``N`` samples, ``K`` classes, ``H`` x ``W`` pixels of one sample (any resolution).
 
-The segmenter is not copied wholesale: where it is weak, or where the given channel already
-agrees with it as well as clean labels do, the annotator's pixels are worth more. For each
-class ``k`` of a suspect, :func:`suggest_masks` builds candidates from the given channel and
-keeps the least edited one that the segmenter cannot tell from a clean label:
+The segmenter is not copied wholesale: where it is weak, where it hesitates, or where the
+given channel already agrees with it as well as clean labels do, the annotator's pixels are
+worth more. For each class ``k`` of a suspect, :func:`suggest_masks` builds candidates from
+the given channel, from the least edited to the most:
 
-1. **given**: the channel as drawn.
+1. **keep**: the channel as drawn.
 2. **components**: given structures the segmenter does not see (under 20 % overlap, mean
    probability under 0.2) are removed; predicted structures the channel lacks (mean
    probability at least 0.7) are added, largest first, up to the class's usual number of
@@ -17,16 +17,20 @@ keeps the least edited one that the segmenter cannot tell from a clean label:
    distance from the predicted boundary (eroded when drawn too loose, dilated when too
    tight), when that distance is at least one pixel.
 
-Of these, the one with the highest Dice to the prediction wins; a more edited candidate
-must be at least ``EDIT_MARGIN`` closer. It is the suggestion when that Dice reaches the
-class's *agreement floor* (the 10th percentile of Dice(given, predicted) over clean samples
-of the class); otherwise the segmenter's channel replaces it, unless it is empty for a class
-that is almost always present. A class the segmenter does not
-reproduce on clean samples (median Dice under ``MIN_RELIABILITY``) is left as given.
+A more edited candidate is taken only when it is at least ``EDIT_MARGIN`` closer (Dice) to the
+prediction and the segmenter is sure of the pixels it changes (mean ``|2 p - 1|`` at least
+``MIN_CERTAINTY``). Then:
+
+4. **replace**: the segmenter's channel replaces the result when the result still agrees with
+   it worse than the class's *agreement floor* (the 10th percentile of Dice(given, predicted)
+   over clean samples of the class) and the segmenter is sure of the pixels still disputed,
+   unless it predicts nothing of a class that is almost always present.
+5. **unreliable**: a class the segmenter does not reproduce on clean samples (median Dice
+   under ``MIN_RELIABILITY``) is left as given.
 
 Each suggestion carries a confidence in [0, 1]: over the pixels it changes, the segmenter's
-probability of the suggested value, times the class's reliability (median clean Dice),
-averaged with the changed pixels as weights; 0 when nothing could be changed.
+probability of the suggested value times the class's reliability (median clean Dice),
+averaged with the changed pixels as weights; 0 when nothing was changed.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ EDIT_MARGIN = 0.01
 FLOOR_QUANTILE = 0.1
 # The usual number of structures of a class: this quantile of the counts over its clean samples.
 COUNT_QUANTILE = 0.95
+# The prediction replaces a channel only where the segmenter is at least this sure of the pixels
+# they dispute (mean |2 p - 1|): clean labels in hard images disagree where it hesitates.
+MIN_CERTAINTY = 0.7
 # Classes whose clean samples reach a median Dice below this are left as given.
 MIN_RELIABILITY = 0.5
 # With fewer clean samples of a class than this, its statistics come from every sample.
@@ -231,11 +238,18 @@ def _choose_class(given: np.ndarray, predicted: np.ndarray, probability: np.ndar
     best_dice = _dice(best, predicted)
     for mask, action in candidates[1:]:
         score = _dice(mask, predicted)
-        if score >= best_dice + EDIT_MARGIN:
+        if score >= best_dice + EDIT_MARGIN and _certainty(mask ^ best, probability) >= MIN_CERTAINTY:
             best, best_action, best_dice = mask, action, score
-    if best_dice >= priors.agreement_floor[k] or (usually_present and not predicted.any()):
-        return best, best_action  # (a segmenter that misses a class that is almost always there is wrong)
+    if (best_dice >= priors.agreement_floor[k]
+            or _certainty(best ^ predicted, probability) < MIN_CERTAINTY
+            or (usually_present and not predicted.any())):  # (it misses a class that is almost always there)
+        return best, best_action
     return predicted, "replace"
+
+
+def _certainty(region: np.ndarray, probability: np.ndarray) -> float:
+    """Mean of |2 p - 1| over ``region``: 1 where the segmenter is sure either way, 0 where it hesitates."""
+    return float(np.abs(2.0 * probability[region] - 1.0).mean()) if region.any() else 1.0
 
 
 def _exclusive(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

@@ -94,6 +94,17 @@ def test_swapped_classes_are_exchanged_back():
     np.testing.assert_array_equal(result.masks, truth)
 
 
+def test_a_hesitant_segmenter_does_not_move_the_annotators_boundary():
+    given = disc(24, 24, 10)
+    predicted = ndimage.distance_transform_edt(~given) <= 3
+    probabilities = np.where(given, 0.95, np.where(predicted, 0.6, 0.02))  # unsure of the band it adds
+    result = suggest(given[None], predicted[None], probabilities[None], priors(1, floor=0.95))
+    np.testing.assert_array_equal(result.masks[0], given)
+    assert result.actions == ("keep",)
+    sure = suggest(given[None], predicted[None], np.where(predicted, 0.95, 0.02)[None], priors(1, floor=0.95))
+    assert sure.actions == ("offset",) and dice(sure.masks[0], predicted) > 0.97
+
+
 def test_a_class_the_segmenter_does_not_reproduce_is_left_as_given():
     truth = disc(24, 24, 10)
     given = ndimage.distance_transform_edt(~truth) <= 5
@@ -106,7 +117,7 @@ def test_confidence_follows_the_segmenters_certainty():
     truth = disc(24, 24, 10)
     given = truth | square(2, 36, 8)
     sure = suggest(given[None], truth[None], probabilities_of(truth[None], outside=0.01), priors(1))
-    unsure = suggest(given[None], truth[None], probabilities_of(truth[None], outside=0.15), priors(1))
+    unsure = suggest(given[None], truth[None], probabilities_of(truth[None], outside=0.1), priors(1))
     np.testing.assert_array_equal(sure.masks, unsure.masks)
     assert 0.0 <= unsure.confidence < sure.confidence <= 1.0
 
