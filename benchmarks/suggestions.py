@@ -12,6 +12,9 @@ compares, at the original size, with the clean source masks:
 * what ``suggestion_confidence`` says: its rank correlation with Dice(suggestion, truth), and the
   suggestions' Dice above and below a confidence of 0.5.
 
+A second table does the same for every corrupted sample, flagged or not, as if it were a suspect:
+the suggestion's quality apart from detection (on the hard sets the scan flags few of them).
+
     python -m benchmarks.suggestions --datasets jsrt ddti ph2 --runs /tmp/maskaudit-suggestions
     python -m benchmarks.suggestions --datasets jsrt --runs /tmp/maskaudit-suggestions   # reuses the scan
 
@@ -56,6 +59,7 @@ class Outcome:
 
     id: str
     kind: str                 # corruption kind, or "clean"
+    flagged: bool             # suspect in the scan (only suspects get a suggestion in scan)
     dice_given: float         # Dice(given, truth), mean over classes
     dice_predicted: float     # Dice(segmenter's mask, truth)
     dice_suggested: float     # Dice(suggestion, truth)
@@ -86,8 +90,9 @@ def scanned(corrupted: Path, runs: Path, *, seed: int, rescan: bool, progress: b
     return out_dir, time.perf_counter() - started
 
 
-def evaluate(name: str, corrupted: Path, out_dir: Path, *, progress: bool) -> list[Outcome]:
-    """Rebuild the suggestion of every sample the scan flagged and score it against the clean source."""
+def evaluate(name: str, corrupted: Path, out_dir: Path, *, unflagged: bool, progress: bool) -> list[Outcome]:
+    """Rebuild the suggestion of every sample the scan flagged (and, with ``unflagged``, of every
+    corrupted sample it missed, as if it were a suspect) and score it against the clean source."""
     truth = read_truth(corrupted / "truth.csv")
     options = json.loads((out_dir / "run.json").read_text())["options"]
     index = find_dataset(corrupted)
@@ -96,12 +101,14 @@ def evaluate(name: str, corrupted: Path, out_dir: Path, *, progress: bool) -> li
     features = np.load(out_dir / "features.npz")
     assert list(features["ids"]) == [sample.id for sample in index.samples], "features.npz is from another copy"
     quality = features["quality_score"]
-    flagged = np.flatnonzero(quality < options["threshold"]).tolist()
+    flagged = set(np.flatnonzero(quality < options["threshold"]).tolist())
+    corrupted_positions = {i for i, sample in enumerate(index.samples) if truth[sample.id][0]}
+    positions = sorted(flagged | corrupted_positions if unflagged else flagged)
     priors = class_priors(data.masks, features["dice_per_class"], quality >= options["threshold"])
     unet, _ = load_segmenter(out_dir / "model.pt")
     multilabel = index.multilabel
     outcomes = []
-    for position, _, probabilities in predict_probabilities(data, unet, flagged, progress=progress,
+    for position, _, probabilities in predict_probabilities(data, unet, positions, progress=progress,
                                                             description="suggest"):
         sample_id = index.samples[position].id
         _, given = load_original(index, sample_id)
@@ -112,6 +119,7 @@ def evaluate(name: str, corrupted: Path, out_dir: Path, *, progress: bool) -> li
         outcomes.append(Outcome(
             id=sample_id,
             kind=kind if corrupted_ else "clean",
+            flagged=position in flagged,
             dice_given=_mean_dice(given, clean),
             dice_predicted=_mean_dice(predicted, clean),
             dice_suggested=_mean_dice(suggestion.masks, clean),
@@ -126,23 +134,22 @@ def _mean_dice(masks: np.ndarray, truth: np.ndarray) -> float:
 
 
 def table(outcomes: list[Outcome], truth_counts: Counter) -> str:
-    """Markdown rows per kind, then all flagged corrupted samples, then the flagged clean ones."""
+    """Markdown rows per kind, then all corrupted samples among ``outcomes``, then the clean ones (false alarms)."""
     kinds = sorted({o.kind for o in outcomes} - {"clean"})
-    groups = [(kind, [o for o in outcomes if o.kind == kind]) for kind in kinds]
-    groups.append(("**all corrupted**", [o for o in outcomes if o.kind != "clean"]))
-    groups.append(("clean (false alarms)", [o for o in outcomes if o.kind == "clean"]))
-    lines = ["| kind | flagged / corrupted | Dice given | Dice segmenter (0.2) | **Dice suggested** | "
-             "suggestion beats given | ties | mean confidence | actions |",
+    groups = [(kind, [o for o in outcomes if o.kind == kind], truth_counts[kind]) for kind in kinds]
+    groups.append(("**all corrupted**", [o for o in outcomes if o.kind != "clean"], sum(truth_counts.values())))
+    groups.append(("clean (false alarms)", [o for o in outcomes if o.kind == "clean"], "-"))
+    lines = ["| kind | samples / corrupted | Dice given | Dice segmenter (0.2) | **Dice suggested** | "
+             "suggestion beats given | ties | mean confidence | class actions |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for label, group in groups:
+    for label, group, total in groups:
         if not group:
             continue
-        total = sum(truth_counts.values()) if label == "**all corrupted**" else truth_counts.get(label, 0)
         beats = sum(o.dice_suggested > o.dice_given + 1e-9 for o in group)
         ties = sum(abs(o.dice_suggested - o.dice_given) <= 1e-9 for o in group)
         actions = Counter(action for o in group for action in o.actions)
         lines.append(
-            f"| {label} | {len(group)} / {total if label != 'clean (false alarms)' else '-'} "
+            f"| {label} | {len(group)} / {total} "
             f"| {np.mean([o.dice_given for o in group]):.3f} | {np.mean([o.dice_predicted for o in group]):.3f} "
             f"| **{np.mean([o.dice_suggested for o in group]):.3f}** | {beats / len(group):.0%} | {ties} "
             f"| {np.mean([o.confidence for o in group]):.2f} "
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/maskaudit-suggestions"),
                         help="corrupted copies and scans live here and are reused by later runs")
     parser.add_argument("--rescan", action="store_true", help="train again even if the scan exists")
+    parser.add_argument("--flagged-only", action="store_true",
+                        help="skip the second table (suggestions for the corrupted samples the scan missed)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write every flagged sample's outcome here")
     args = parser.parse_args(argv)
@@ -186,16 +195,23 @@ def main(argv: list[str] | None = None) -> int:
         out_dir, scan_seconds = scanned(corrupted, args.runs, seed=args.seed, rescan=args.rescan,
                                         progress=args.progress)
         started = time.perf_counter()
-        outcomes = evaluate(name, corrupted, out_dir, progress=args.progress)
+        outcomes = evaluate(name, corrupted, out_dir, unflagged=not args.flagged_only, progress=args.progress)
         seconds = time.perf_counter() - started
         truth_counts = Counter(kind for bad, kind in read_truth(corrupted / "truth.csv").values() if bad)
-        print(f"\n### {name}, {args.fraction:.0%} corrupted, {len(outcomes)} flagged\n")
-        print(table(outcomes, truth_counts))
+        flagged = [o for o in outcomes if o.flagged]
+        print(f"\n### {name}, {args.fraction:.0%} corrupted: the {len(flagged)} flagged samples\n")
+        print(table(flagged, truth_counts))
         print()
-        for line in confidence_lines(outcomes):
+        for line in confidence_lines(flagged):
             print(line)
+        if not args.flagged_only:
+            print(f"\n### {name}: every corrupted sample, flagged or not, as if it were a suspect\n")
+            print(table([o for o in outcomes if o.kind != "clean"], truth_counts))
+            print()
+            for line in confidence_lines(outcomes):
+                print(line)
         print(f"scan {'reused' if scan_seconds is None else f'{scan_seconds:.0f} s'}; "
-              f"suggestions of {len(outcomes)} flagged samples rebuilt and scored in {seconds:.0f} s")
+              f"{len(outcomes)} suggestions rebuilt and scored in {seconds:.0f} s")
         sys.stdout.flush()
         everything[name] = [vars(o) for o in outcomes]
     if args.json:

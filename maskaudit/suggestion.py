@@ -24,7 +24,8 @@ prediction and the segmenter is sure of the pixels it changes (mean ``|2 p - 1|`
 4. **replace**: the segmenter's channel replaces the result when the result still agrees with
    it worse than the class's *agreement floor* (the 10th percentile of Dice(given, predicted)
    over clean samples of the class) and the segmenter is sure of the pixels still disputed,
-   unless it predicts nothing of a class that is almost always present.
+   unless it predicts nothing of a class that is almost always present. An empty channel of
+   such a class is always replaced by whatever the segmenter predicts.
 5. **unreliable**: a class the segmenter does not reproduce on clean samples (median Dice
    under ``MIN_RELIABILITY``) is left as given.
 
@@ -240,6 +241,8 @@ def _choose_class(given: np.ndarray, predicted: np.ndarray, probability: np.ndar
         score = _dice(mask, predicted)
         if score >= best_dice + EDIT_MARGIN and _certainty(mask ^ best, probability) >= MIN_CERTAINTY:
             best, best_action, best_dice = mask, action, score
+    if usually_present and not best.any() and predicted.any():
+        return predicted, "replace"  # anything the segmenter finds beats nothing for a class that is always there
     if (best_dice >= priors.agreement_floor[k]
             or _certainty(best ^ predicted, probability) < MIN_CERTAINTY
             or (usually_present and not predicted.any())):  # (it misses a class that is almost always there)
