@@ -85,6 +85,13 @@ def test_deleted_class_is_added_from_the_prediction():
     result = suggest(given, truth, probabilities_of(truth), priors(2))
     np.testing.assert_array_equal(result.masks, truth)
     assert result.actions == ("components", "keep")
+    # unsure of it, the segmenter's structure still beats nothing for a class that is always there ...
+    unsure = suggest(given, truth, probabilities_of(truth, inside=0.6), priors(2))
+    np.testing.assert_array_equal(unsure.masks, truth)
+    assert unsure.actions == ("replace", "keep")
+    # ... but not for a class that is often absent
+    rare = suggest(given, truth, probabilities_of(truth, inside=0.6), priors(2, presence=0.5))
+    np.testing.assert_array_equal(rare.masks, given)
 
 
 def test_swapped_classes_are_exchanged_back():
