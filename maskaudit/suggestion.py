@@ -65,8 +65,9 @@ EDIT_MARGIN = 0.01
 FLOOR_QUANTILE = 0.1
 # The usual number of structures of a class: this quantile of the counts over its clean samples.
 COUNT_QUANTILE = 0.95
-# The prediction replaces a channel only where the segmenter is at least this sure of the pixels
-# they dispute (mean |2 p - 1|): clean labels in hard images disagree where it hesitates.
+# An edit, and a replacement by the prediction, is made only where the segmenter is at least this
+# sure (mean |2 p - 1|) of the pixels it changes: clean labels in hard images disagree with it
+# where it hesitates. 0.65-0.75 measured alike on JSRT 40 % (docs/BENCHMARKS.md, section 4).
 MIN_CERTAINTY = 0.7
 # Classes whose clean samples reach a median Dice below this are left as given.
 MIN_RELIABILITY = 0.5
