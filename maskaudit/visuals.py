@@ -1,4 +1,4 @@
-"""The segmenter's masks for a few chosen samples, at working and at original resolution.
+"""The segmenter's probabilities and masks for a few chosen samples, at working and at original resolution.
 
 Used for suggested corrections and the report, so only the samples shown are ever predicted
 at full size. Shape key: K classes, S working resolution, H x W an image's original size.
