@@ -33,6 +33,7 @@ SCORE_COLUMNS = (
     "edge_misfit",
     "presence_surprise",
     "shape_outlier",
+    "suggestion_confidence",
 )
 LIST_SEPARATOR = ";"
 
@@ -59,6 +60,7 @@ class ScoreRow:
     edge_misfit: float = 0.0        # how much stronger image edges are off the outline than on it (0: on it)
     presence_surprise: float = 0.0  # -log P(classes present/absent as here), from the dataset's masks
     shape_outlier: float = 0.0      # distance to the nearest given masks' shapes, robust units
+    suggestion_confidence: float | None = None  # [0, 1] trust in the suggested mask; None = no suggestion
 
     def as_csv_fields(self) -> list[str]:
         return [
@@ -80,6 +82,7 @@ class ScoreRow:
             f"{self.edge_misfit:.4f}",
             f"{self.presence_surprise:.4f}",
             f"{self.shape_outlier:.4f}",
+            "" if self.suggestion_confidence is None else f"{self.suggestion_confidence:.4f}",
         ]
 
 
@@ -127,7 +130,7 @@ def write_mask_png(path: Path, mask: np.ndarray) -> None:
 def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, classes: tuple[str, ...],
                           multilabel: bool, file_name: str, values: tuple[int, ...] | None = None,
                           void: np.ndarray | None = None, void_value: int | None = None) -> list[Path]:
-    """Write the segmenter's masks (K, H, W) bool for one sample in the dataset's own layout.
+    """Write masks (K, H, W) bool of one sample (a suggestion or a prediction) in the dataset's own layout.
 
     Layout B: ``out_dir/masks/<class>/<file_name>`` (0/255 per class); layout A:
     ``out_dir/masks/<file_name>``, class k stored as ``values[k]`` (default k + 1, 0 = background)

@@ -20,11 +20,13 @@ from .errors import OutputDirError, TrainingError
 from .atomic import atomic_path
 from .labels import AUTO
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
+from .inference import predicted_masks
 from .prepare import PreparedData, label_values, load_original, prepare
 from .scoring import quality_scores
 from .signals import compute_signals, concatenate_signals
+from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
-from .visuals import predict_samples
+from .visuals import predict_probabilities, predict_samples
 
 # Files whose presence means the directory already holds a run's results.
 RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
@@ -181,20 +183,27 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
 def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, *, progress) -> list[ScoreRow]:
     """One ScoreRow per sample, most suspect first; suspects get a diagnosis and a suggested mask."""
     index = data.index
+    multilabel = index.multilabel
     quality, suspicion = scores.quality, scores.suspicion
     order = sorted(range(len(quality)), key=lambda i: (-suspicion[i], index.samples[i].id))
     suspects = [i for i in order if quality[i] < config.threshold]
+    priors = class_priors(data.masks, signals.dice, quality >= config.threshold) if suspects else None
     diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}
-    for position, working, original in predict_samples(data, result.unet, suspects, progress=progress,
-                                                       description="diagnose"):
+    confidence: dict[int, float] = {}
+    for position, working, original in predict_probabilities(data, result.unet, suspects, progress=progress,
+                                                             description="diagnose"):
         given = np.asarray(data.masks[position], dtype=bool)
+        predicted = predicted_masks(working, multilabel=multilabel)
         if data.void is not None:  # void pixels are never disagreement
-            working = working & ~np.asarray(data.void[position], dtype=bool)
-        diagnoses[position] = diagnose(given, working, suspect=True, multilabel=index.multilabel)
+            predicted = predicted & ~np.asarray(data.void[position], dtype=bool)
+        diagnoses[position] = diagnose(given, predicted, suspect=True, multilabel=multilabel)
         sample_id = index.samples[position].id
-        void = load_original(index, sample_id)[2] if data.void is not None else None
-        write_suggested_masks(out_dir / "suggested", sample_id, original, classes=index.classes,
-                              multilabel=index.multilabel, file_name=f"{sample_id}.png",
+        _, given_original, void = load_original(index, sample_id)
+        suggestion = suggest_masks(given_original, predicted_masks(original, multilabel=multilabel), original,
+                                   priors, multilabel=multilabel)
+        confidence[position] = suggestion.confidence
+        write_suggested_masks(out_dir / "suggested", sample_id, suggestion.masks, classes=index.classes,
+                              multilabel=multilabel, file_name=f"{sample_id}.png",
                               values=label_values(index).values, void=void, void_value=index.void_value)
     rows = []
     for rank, position in enumerate(order, start=1):
@@ -220,6 +229,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
                 edge_misfit=float(scores.evidence["edge_misfit"][position]),
                 presence_surprise=float(scores.evidence["presence_surprise"][position]),
                 shape_outlier=float(scores.evidence["shape_outlier"][position]),
+                suggestion_confidence=confidence.get(position),
             )
         )
     return rows

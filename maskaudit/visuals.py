@@ -1,4 +1,4 @@
-"""The segmenter's masks for a few chosen samples, at working and at original resolution.
+"""The segmenter's probabilities and masks for a few chosen samples, at working and at original resolution.
 
 Used for suggested corrections and the report, so only the samples shown are ever predicted
 at full size. Shape key: K classes, S working resolution, H x W an image's original size.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def predict_samples(
+def predict_probabilities(
     data: "PreparedData",
     unet: UNet,
     positions: Sequence[int],
@@ -31,10 +31,10 @@ def predict_samples(
     progress: bool = False,
     description: str = "predict",
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield ``(position, working (K, S, S) bool, original (K, H, W) bool)`` for each position.
+    """Yield ``(position, working (K, S, S), original (K, H, W))`` float32 class probabilities.
 
-    The original-size mask comes from bilinear upsampling of the probabilities, then thresholding,
-    so its boundary is smooth rather than blocky.
+    The original-size probabilities are the working ones upsampled bilinearly, so that the masks
+    thresholded from them have smooth rather than blocky boundaries.
     """
     unet = unet.eval()
     multilabel = data.index.multilabel
@@ -48,11 +48,25 @@ def predict_samples(
         for position in chunk:
             row = probabilities[order[position] : order[position] + 1]
             height, width = (int(value) for value in data.original_sizes[position])
-            upsampled = F.interpolate(row, size=(height, width), mode="bilinear", align_corners=False)[0].numpy()
-            yield (
-                position,
-                predicted_masks(row[0].numpy(), multilabel=multilabel),
-                predicted_masks(upsampled, multilabel=multilabel),
-            )
+            upsampled = F.interpolate(row, size=(height, width), mode="bilinear", align_corners=False)[0]
+            yield position, row[0].numpy(), upsampled.numpy()
             bar.update(1)
     bar.close()
+
+
+def predict_samples(
+    data: "PreparedData",
+    unet: UNet,
+    positions: Sequence[int],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    description: str = "predict",
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(position, working (K, S, S) bool, original (K, H, W) bool)`` predicted masks for each position."""
+    multilabel = data.index.multilabel
+    for position, working, original in predict_probabilities(
+        data, unet, positions, batch_size=batch_size, progress=progress, description=description
+    ):
+        yield (position, predicted_masks(working, multilabel=multilabel),
+               predicted_masks(original, multilabel=multilabel))

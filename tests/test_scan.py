@@ -63,8 +63,11 @@ def test_scores_csv_is_complete_and_ordered(scanned):
 
 def test_suspects_get_suggested_masks_in_the_dataset_layout(scanned):
     _, out, _, _ = scanned
-    suspects = [row for row in read_scores_csv(out / "scores.csv") if row["suspect"] == "1"]
+    rows = read_scores_csv(out / "scores.csv")
+    suspects = [row for row in rows if row["suspect"] == "1"]
     assert suspects
+    assert all(0.0 <= float(row["suggestion_confidence"]) <= 1.0 for row in suspects)
+    assert all(row["suggestion_confidence"] == "" for row in rows if row["suspect"] == "0")
     for row in suspects:
         for name in ("left_lung", "right_lung", "heart"):
             mask = np.asarray(Image.open(out / "suggested" / "masks" / name / f"{row['id']}.png"))
