@@ -30,6 +30,8 @@ SCORE_COLUMNS = (
     "cluster",
     "outlier",
     "outlier_score",
+    "worst_slice",
+    "annotation_ids",
 )
 LIST_SEPARATOR = ";"
 
@@ -53,6 +55,8 @@ class ScoreRow:
     cluster: int
     outlier: bool
     outlier_score: float            # [0, 1], higher = further from the other samples' features
+    worst_slice: int | None = None  # volumes: index of the case's worst slice along the slicing axis
+    annotation_ids: tuple[int, ...] = ()  # COCO: ids of the annotations drawn into the sample's masks
 
     def as_csv_fields(self) -> list[str]:
         return [
@@ -71,6 +75,8 @@ class ScoreRow:
             str(self.cluster),
             str(int(self.outlier)),
             f"{self.outlier_score:.6f}",
+            "" if self.worst_slice is None else str(self.worst_slice),
+            LIST_SEPARATOR.join(str(value) for value in self.annotation_ids),
         ]
 
 
