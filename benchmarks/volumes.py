@@ -1,0 +1,201 @@
+"""Volume datasets: case-level detection on corrupted hippocampus labels, and scan cost as slices grow.
+
+    # 30 % of the 260 label volumes corrupted -> case-level AUROC / AP, scan time, peak RSS
+    python benchmarks/volumes.py auroc --work /tmp/maskaudit-volumes [--size 64] [--axis 2]
+
+    # the hippocampus set tiled to >= 20,000 slices at 1x, 4x, 8x -> seconds per stage, peak RSS
+    python benchmarks/volumes.py scale --work /tmp/maskaudit-volumes --factors 1 4 8
+
+Each measurement runs in a fresh Python process so that peak RSS is that scan's alone. The work
+directory receives the corrupted copy (label files written, images symlinked) and the scan outputs;
+the shared dataset is only read. Corruptions (one per corrupted case, chosen at random with seed 0):
+dilate or erode every label by 1-3 voxels, shift the labels by 2-4 voxels, drop one label, swap
+the two labels, add a spurious ball of radius 3-5 voxels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HIPPOCAMPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "hippocampus"
+CORRUPTIONS = ("dilate", "erode", "shift", "drop_label", "swap_labels", "spurious_blob")
+
+
+def corrupt_labels(labels: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A corrupted copy of an (X, Y, Z) integer label volume (labels 1..K, 0 = background)."""
+    from scipy import ndimage
+
+    present = [int(value) for value in np.unique(labels) if value > 0]
+    out = labels.copy()
+    if kind in ("dilate", "erode"):
+        radius = int(rng.integers(1, 4))
+        ball = ndimage.generate_binary_structure(3, 1)
+        if kind == "dilate":
+            grown = ndimage.grey_dilation(labels, footprint=ndimage.iterate_structure(ball, radius))
+            out = np.where(labels > 0, labels, grown)
+        else:
+            out[:] = 0
+            for value in present:
+                out[ndimage.binary_erosion(labels == value, ball, iterations=radius)] = value
+    elif kind == "shift":
+        axis, step = int(rng.integers(0, 3)), int(rng.integers(2, 5)) * int(rng.choice([-1, 1]))
+        out = np.roll(labels, step, axis=axis)
+    elif kind == "drop_label":
+        out[labels == int(rng.choice(present))] = 0
+    elif kind == "swap_labels":
+        out[labels == 1], out[labels == 2] = 2, 1
+    elif kind == "spurious_blob":
+        radius = int(rng.integers(3, 6))
+        centre = [int(rng.integers(radius, size - radius)) for size in labels.shape]
+        grid = np.ogrid[tuple(slice(0, size) for size in labels.shape)]
+        ball = sum((axis - c) ** 2 for axis, c in zip(grid, centre)) <= radius ** 2
+        out[ball & (labels == 0)] = int(rng.choice(present))
+    else:
+        raise ValueError(f"unknown corruption {kind!r}")
+    return out.astype(labels.dtype)
+
+
+def make_corrupted(source: Path, target: Path, *, fraction: float = 0.3, seed: int = 0) -> dict[str, str]:
+    """Copy ``source`` to ``target`` (images symlinked) with ``fraction`` of the label volumes corrupted.
+
+    Returns {case: corruption} of the corrupted cases.
+    """
+    import nibabel as nib
+
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "imagesTr").mkdir(parents=True)
+    (target / "labelsTr").mkdir()
+    shutil.copy(source / "dataset.json", target / "dataset.json")
+    for image in sorted((source / "imagesTr").iterdir()):
+        (target / "imagesTr" / image.name).symlink_to(image.resolve())
+    labels = sorted((source / "labelsTr").glob("*.nii.gz"))
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    corrupted: dict[str, str] = {}
+    for position, path in enumerate(labels):
+        case = path.name[: -len(".nii.gz")]
+        if position not in set(chosen.tolist()):
+            (target / "labelsTr" / path.name).symlink_to(path.resolve())
+            continue
+        kind = CORRUPTIONS[int(rng.integers(len(CORRUPTIONS)))]
+        image = nib.load(path)
+        values = corrupt_labels(np.asanyarray(image.dataobj), kind, rng)
+        nib.save(nib.Nifti1Image(values, image.affine, image.header), target / "labelsTr" / path.name)
+        corrupted[case] = kind
+    return corrupted
+
+
+def tile_dataset(source: Path, target: Path, *, copies: int) -> int:
+    """``copies`` x every case of ``source`` under new case names in ``target`` (symlinks); returns the case count."""
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "imagesTr").mkdir(parents=True)
+    (target / "labelsTr").mkdir()
+    shutil.copy(source / "dataset.json", target / "dataset.json")
+    cases = 0
+    for label in sorted((source / "labelsTr").glob("*.nii.gz")):
+        case = label.name[: -len(".nii.gz")]
+        for copy in range(copies):
+            name = f"{case}c{copy:03d}"
+            (target / "labelsTr" / f"{name}.nii.gz").symlink_to(label.resolve())
+            image = (source / "imagesTr" / f"{case}_0000.nii.gz").resolve()
+            (target / "imagesTr" / f"{name}_0000.nii.gz").symlink_to(image)
+            cases += 1
+    return cases
+
+
+def run_scan(dataset: Path, out: Path, options: list[str]) -> dict:
+    """Scan ``dataset`` in a child process; returns its stage seconds, wall time and peak RSS (MiB)."""
+    code = (
+        "import json, resource, sys, time\n"
+        "from maskaudit.cli import main\n"
+        "start = time.perf_counter()\n"
+        "try:\n"
+        "    main(sys.argv[1:], standalone_mode=False)\n"
+        "finally:\n"
+        "    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "    print(json.dumps({'wall': time.perf_counter() - start, 'peak_rss_mib': rss}), file=sys.stderr)\n"
+    )
+    command = [sys.executable, "-c", code, "scan", str(dataset), "--out", str(out), "--overwrite", "-q", *options]
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
+    if completed.returncode:
+        raise SystemExit(f"scan failed:\n{completed.stderr[-3000:]}")
+    measured = json.loads(completed.stderr.strip().splitlines()[-1])
+    run = json.loads((out / "run.json").read_text())
+    return {**measured, "stage_seconds": run["stage_seconds"], "epochs": run["options"]["epochs"],
+            "slices": run["dataset"]["num_samples"], "cases": run["dataset"].get("num_cases")}
+
+
+def auroc(args: argparse.Namespace) -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from maskaudit.export import read_scores_csv
+
+    dataset = args.work / "hippocampus-corrupted"
+    corrupted = make_corrupted(HIPPOCAMPUS, dataset, fraction=0.3, seed=args.seed)
+    options = ["--size", str(args.size), "--seed", str(args.seed)]
+    options += ["--axis", str(args.axis)] if args.axis is not None else []
+    measured = run_scan(dataset, args.work / "scan-auroc", options)
+    rows = read_scores_csv(args.work / "scan-auroc" / "scores.csv")
+    truth = np.array([row["id"] in corrupted for row in rows])
+    badness = -np.array([float(row["quality_score"]) for row in rows])
+    flagged = np.array([row["suspect"] == "1" for row in rows])
+    per_kind = {}
+    for kind in CORRUPTIONS:
+        keep = np.array([row["id"] not in corrupted or corrupted[row["id"]] == kind for row in rows])
+        if truth[keep].any():
+            per_kind[kind] = {"cases": int(truth[keep].sum()), "auroc": round(roc_auc_score(truth[keep], badness[keep]), 3)}
+    result = {
+        "cases": len(rows), "corrupted": int(truth.sum()), "options": options,
+        "auroc": round(roc_auc_score(truth, badness), 3), "ap": round(average_precision_score(truth, badness), 3),
+        "suspects": int(flagged.sum()), "precision_of_suspects": round(float(truth[flagged].mean()), 3) if flagged.any() else None,
+        "recall_of_suspects": round(float(flagged[truth].mean()), 3),
+        "per_corruption": per_kind, **measured,
+    }
+    print(json.dumps(result, indent=2))
+
+
+def scale(args: argparse.Namespace) -> None:
+    base_copies = args.base_copies
+    results = []
+    for factor in args.factors:
+        dataset = args.work / f"hippocampus-x{factor}"
+        cases = tile_dataset(HIPPOCAMPUS, dataset, copies=base_copies * factor)
+        measured = run_scan(dataset, args.work / f"scan-x{factor}",
+                            ["--size", str(args.size), "--epochs", str(args.epochs), "--no-report"])
+        results.append({"factor": factor, "cases": cases, **measured})
+        print(json.dumps(results[-1]), flush=True)
+        shutil.rmtree(args.work / f"scan-x{factor}" / "cache", ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["auroc", "scale"])
+    parser.add_argument("--work", type=Path, required=True, help="Scratch directory outside the repository.")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--axis", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--base-copies", type=int, default=3, help="Copies of each case at 1x (3: ~27,000 slices).")
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    (auroc if args.mode == "auroc" else scale)(args)
+    print(f"# total {time.perf_counter() - started:.0f} s, benchmark process peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
