@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import DatasetIndex, Sample, Skipped
+from ..dataset import DatasetIndex, Sample, Skipped, file_reason
 from ..errors import DatasetError, InputFileError
 from ..imageio import DEFAULT_MAX_PIXELS, read_image
 from .base import DatasetSource
@@ -103,7 +103,10 @@ class _Reader:
 
         from ..prepare import Pair
 
-        decoded = read_image(index.root / sample.image, max_pixels=self.max_pixels)
+        try:
+            decoded = read_image(index.root / sample.image, max_pixels=self.max_pixels)
+        except InputFileError as error:
+            raise InputFileError(file_reason(sample.image, error)) from error
         height, width = decoded.pixels.shape[:2]
         entry, annotations = self.annotations[sample.id]
         if (int(entry["height"]), int(entry["width"])) != (height, width):
@@ -190,10 +193,10 @@ def _annotation_problem(annotation: dict, images: dict[int, dict], class_of: dic
         if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
             return "polygon with fewer than 3 points (or an odd number of coordinates)"
         points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-        if _area(points) == 0:
-            return "polygon with zero area"
         if polygon_self_intersects(points):
             return "self-intersecting polygon; redraw it so that its edges do not cross"
+        if _area(points) == 0:
+            return "polygon with zero area"
     return None
 
 
