@@ -158,13 +158,17 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         write_slices_csv(out_dir / "slices.csv", volume_data, signals, clusters, scores)
         position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
         report_index = source.index
-        visuals = lambda case_id: case_visuals(volume_data, result.unet, position_of[case_id])  # noqa: E731
+
+        def visuals(case_id: str):  # a case is shown through its worst slice
+            return case_visuals(volume_data, result.unet, position_of[case_id])
     else:
         rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress,
                                   annotation_ids=source.annotation_ids)
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
         report_index = data.index
-        visuals = lambda sample_id: _sample_visuals(data, result, position_of[sample_id], source)  # noqa: E731
+
+        def visuals(sample_id: str):
+            return _sample_visuals(data, result, position_of[sample_id], source)
     selected = _select_rows(rows, config)
     write_scores_csv(out_dir / "scores.csv", selected)
     seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
