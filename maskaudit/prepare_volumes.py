@@ -64,9 +64,13 @@ class VolumeData:
     slice_of: np.ndarray
     axis: int
 
+    def __post_init__(self) -> None:
+        # a case's slices are consecutive rows: case c owns rows _bounds[c] to _bounds[c + 1]
+        self._bounds = np.searchsorted(self.case_of, np.arange(len(self.volumes.cases) + 1))
+
     def slices_of_case(self, case_position: int) -> np.ndarray:
         """Sample positions of one case's slices, in slice order."""
-        return np.flatnonzero(self.case_of == case_position)
+        return np.arange(self._bounds[case_position], self._bounds[case_position + 1])
 
 
 def slice_id(case_id: str, slice_index: int) -> str:
@@ -114,7 +118,8 @@ def prepare_volumes(
         cached = _build_cache(volumes, size=size, axis=axis, cache_dir=cache_dir, manifest_path=manifest_path,
                               key=key, progress=progress)
     manifest, images, masks = cached
-    kept = [case for case in volumes.cases if case.id in set(manifest["cases"])]
+    decoded = set(manifest["cases"])
+    kept = [case for case in volumes.cases if case.id in decoded]
     skipped = tuple(sorted([*volumes.skipped, *(Skipped(path, reason) for path, reason in manifest["failed"])],
                            key=lambda item: item.path))
     case_of = np.asarray(manifest["case_of"], dtype=np.int64)

@@ -75,6 +75,16 @@ def test_through_plane_axis_is_the_largest_spacing_and_ties_go_to_the_last_axis(
     assert through_plane_axis((1.0, 1.0, 1.0)) == 2
 
 
+def test_inspect_names_the_format_and_spacing(tmp_path):
+    root = make_nnunet(tmp_path / "ds", 2)
+    result = CliRunner().invoke(main, ["inspect", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "Layout       nnU-Net v2" in result.output and "Spacing      0.8 x 0.8 x 2.5 mm" in result.output
+    assert "Samples      2 usable, 0 skipped" in result.output
+    described = json.loads(CliRunner().invoke(main, ["inspect", str(root), "--json"]).output)
+    assert described["format"] == "nnunet" and described["image_sizes"] == {"12x10x6": 2}
+
+
 def test_region_based_labels_are_refused_in_one_clear_line(tmp_path):
     root = make_nnunet(tmp_path / "ds", 1, labels={"background": 0, "whole": [1, 2], "core": 2})
     with pytest.raises(DatasetError, match="region-based labels .* not\\s+support"):
@@ -130,6 +140,7 @@ def test_slices_along_the_axis_fill_a_cache_that_is_reused(tmp_path):
     assert sliced.data.original_sizes.tolist()[0] == [12, 10]
     assert sliced.slice_of.tolist()[:6] == list(range(6)) and sliced.case_of.tolist()[6] == 1
     assert sliced.data.index.samples[7].id == "case_001/1"
+    assert sliced.slices_of_case(1).tolist() == list(range(6, 12))
     # slice 2 of case 0 holds both boxes; its label-1 mask is the 4 x 4 box at rows 3-6, columns 2-5
     np.testing.assert_array_equal(np.asarray(sliced.data.masks[2, 0])[::4, ::4] > 0, np.asarray(_labels()[:, :, 2] == 1)[::3, ::2][:4, :4])
     files = sorted(path.name for path in (tmp_path / "cache").iterdir())
