@@ -4,7 +4,7 @@
     python benchmarks/volumes.py auroc --work /tmp/maskaudit-volumes [--size 64] [--axis 2]
 
     # the hippocampus set tiled to >= 20,000 slices at 1x, 4x, 8x -> seconds per stage, peak RSS
-    python benchmarks/volumes.py scale --work /tmp/maskaudit-volumes --factors 1 4 8
+    python benchmarks/volumes.py scale --work /tmp/maskaudit-volumes --factors 1 4 8 [--load-only]
 
 Each measurement runs in a fresh Python process so that peak RSS is that scan's alone. The work
 directory receives the corrupted copy (label files written, images symlinked) and the scan outputs;
@@ -166,17 +166,41 @@ def auroc(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def run_prepare(dataset: Path, cache: Path, size: int) -> dict:
+    """Only the load stage (slicing into the memory-mapped cache) in a child process: seconds and peak RSS."""
+    code = (
+        "import json, resource, sys, time\n"
+        "from pathlib import Path\n"
+        "from maskaudit.formats.nnunet import find_nnunet, through_plane_axis\n"
+        "from maskaudit.prepare_volumes import prepare_volumes\n"
+        "start = time.perf_counter()\n"
+        "volumes = find_nnunet(sys.argv[1])\n"
+        "data = prepare_volumes(volumes, size=int(sys.argv[3]), axis=through_plane_axis(volumes.spacing),"
+        " cache_dir=Path(sys.argv[2]))\n"
+        "print(json.dumps({'load_seconds': time.perf_counter() - start, 'slices': len(data.data.images),"
+        " 'cache_mib': (data.data.images.nbytes + data.data.masks.nbytes) / 2**20,"
+        " 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code, str(dataset), str(cache), str(size)],
+                               capture_output=True, text=True)
+    if completed.returncode:
+        raise SystemExit(f"prepare failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def scale(args: argparse.Namespace) -> None:
-    base_copies = args.base_copies
-    results = []
+    """A whole scan (--epochs, no report) at each factor, or with --load-only just the slicing stage."""
     for factor in args.factors:
         dataset = args.work / f"hippocampus-x{factor}"
-        cases = tile_dataset(HIPPOCAMPUS, dataset, copies=base_copies * factor)
-        measured = run_scan(dataset, args.work / f"scan-x{factor}",
-                            ["--size", str(args.size), "--epochs", str(args.epochs), "--no-report"])
-        results.append({"factor": factor, "cases": cases, **measured})
-        print(json.dumps(results[-1]), flush=True)
-        shutil.rmtree(args.work / f"scan-x{factor}" / "cache", ignore_errors=True)
+        cases = tile_dataset(HIPPOCAMPUS, dataset, copies=args.base_copies * factor)
+        out = args.work / f"scan-x{factor}"
+        if args.load_only:
+            measured = run_prepare(dataset, out / "cache", args.size)
+        else:
+            measured = run_scan(dataset, out, ["--size", str(args.size), "--epochs", str(args.epochs), "--no-report"])
+        print(json.dumps({"factor": factor, "cases": cases, **measured}), flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(dataset, ignore_errors=True)
 
 
 def main() -> None:
@@ -189,6 +213,7 @@ def main() -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--base-copies", type=int, default=3, help="Copies of each case at 1x (3: ~27,000 slices).")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--load-only", action="store_true", help="scale: measure only the slicing (load) stage.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
