@@ -144,6 +144,7 @@ def auroc(args: argparse.Namespace) -> None:
 
     dataset = args.work / "hippocampus-corrupted"
     corrupted = make_corrupted(HIPPOCAMPUS, dataset, fraction=0.3, seed=args.seed)
+    (args.work / "corrupted.json").write_text(json.dumps(corrupted, indent=1))  # the truth, for later analysis
     options = ["--size", str(args.size), "--seed", str(args.seed)]
     options += ["--axis", str(args.axis)] if args.axis is not None else []
     measured = run_scan(dataset, args.work / "scan-auroc", options)
