@@ -3,6 +3,9 @@
     # 30 % of the 260 label volumes corrupted -> case-level AUROC / AP, scan time, peak RSS
     python benchmarks/volumes.py auroc --work /tmp/maskaudit-volumes [--size 64] [--axis 2]
 
+    # the case metrics of that run again from its slices.csv (after a change of the case aggregation)
+    python benchmarks/volumes.py rescore --work /tmp/maskaudit-volumes
+
     # the hippocampus set tiled to >= 20,000 slices at 1x, 4x, 8x -> seconds per stage, peak RSS
     python benchmarks/volumes.py scale --work /tmp/maskaudit-volumes --factors 1 4 8 [--load-only]
 
@@ -137,34 +140,56 @@ def run_scan(dataset: Path, out: Path, options: list[str]) -> dict:
             "slices": run["dataset"]["num_samples"], "cases": run["dataset"].get("num_cases")}
 
 
-def auroc(args: argparse.Namespace) -> None:
+def case_metrics(ids: list[str], badness: np.ndarray, flagged: np.ndarray, corrupted: dict[str, str]) -> dict:
+    """Case-level AUROC / AP (overall and per corruption kind) and the precision / recall of the suspects."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    truth = np.array([case in corrupted for case in ids])
+    per_kind = {}
+    for kind in CORRUPTIONS:
+        keep = np.array([case not in corrupted or corrupted[case] == kind for case in ids])
+        if truth[keep].any():
+            per_kind[kind] = {"cases": int(truth[keep].sum()), "auroc": round(roc_auc_score(truth[keep], badness[keep]), 3)}
+    return {
+        "cases": len(ids), "corrupted": int(truth.sum()),
+        "auroc": round(roc_auc_score(truth, badness), 3), "ap": round(average_precision_score(truth, badness), 3),
+        "suspects": int(flagged.sum()),
+        "precision_of_suspects": round(float(truth[flagged].mean()), 3) if flagged.any() else None,
+        "recall_of_suspects": round(float(flagged[truth].mean()), 3), "per_corruption": per_kind,
+    }
+
+
+def auroc(args: argparse.Namespace) -> None:
     from maskaudit.export import read_scores_csv
 
     dataset = args.work / "hippocampus-corrupted"
     corrupted = make_corrupted(HIPPOCAMPUS, dataset, fraction=0.3, seed=args.seed)
-    (args.work / "corrupted.json").write_text(json.dumps(corrupted, indent=1))  # the truth, for later analysis
+    (args.work / "corrupted.json").write_text(json.dumps(corrupted, indent=1))  # the truth, for rescore
     options = ["--size", str(args.size), "--seed", str(args.seed)]
     options += ["--axis", str(args.axis)] if args.axis is not None else []
     measured = run_scan(dataset, args.work / "scan-auroc", options)
     rows = read_scores_csv(args.work / "scan-auroc" / "scores.csv")
-    truth = np.array([row["id"] in corrupted for row in rows])
-    badness = -np.array([float(row["quality_score"]) for row in rows])
-    flagged = np.array([row["suspect"] == "1" for row in rows])
-    per_kind = {}
-    for kind in CORRUPTIONS:
-        keep = np.array([row["id"] not in corrupted or corrupted[row["id"]] == kind for row in rows])
-        if truth[keep].any():
-            per_kind[kind] = {"cases": int(truth[keep].sum()), "auroc": round(roc_auc_score(truth[keep], badness[keep]), 3)}
-    result = {
-        "cases": len(rows), "corrupted": int(truth.sum()), "options": options,
-        "auroc": round(roc_auc_score(truth, badness), 3), "ap": round(average_precision_score(truth, badness), 3),
-        "suspects": int(flagged.sum()), "precision_of_suspects": round(float(truth[flagged].mean()), 3) if flagged.any() else None,
-        "recall_of_suspects": round(float(flagged[truth].mean()), 3),
-        "per_corruption": per_kind, **measured,
-    }
-    print(json.dumps(result, indent=2))
+    metrics = case_metrics([row["id"] for row in rows], -np.array([float(row["quality_score"]) for row in rows]),
+                           np.array([row["suspect"] == "1" for row in rows]), corrupted)
+    print(json.dumps({**metrics, "options": options, **measured}, indent=2))
+
+
+def rescore(args: argparse.Namespace) -> None:
+    """Case metrics of an earlier ``auroc`` run, recomputed from its slices.csv with today's case aggregation."""
+    import csv
+
+    from maskaudit.volume_results import aggregate_cases
+
+    corrupted = json.loads((args.work / "corrupted.json").read_text())
+    with open(args.work / "scan-auroc" / "slices.csv", newline="") as handle:
+        slices = list(csv.DictReader(handle))
+    ids = sorted({row["case"] for row in slices})
+    position = {case: number for number, case in enumerate(ids)}
+    case_of = np.array([position[row["case"]] for row in slices])
+    order = np.argsort(case_of, kind="stable")
+    suspicion = np.array([float(row["suspicion"]) for row in slices])[order]
+    scores = aggregate_cases(suspicion, case_of[order], len(ids), seed=args.seed)
+    print(json.dumps(case_metrics(ids, scores.suspicion, scores.quality < 0.5, corrupted), indent=2))
 
 
 def run_prepare(dataset: Path, cache: Path, size: int) -> dict:
@@ -206,7 +231,7 @@ def scale(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["auroc", "scale"])
+    parser.add_argument("mode", choices=["auroc", "rescore", "scale"])
     parser.add_argument("--work", type=Path, required=True, help="Scratch directory outside the repository.")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--axis", type=int, default=None)
@@ -218,7 +243,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    (auroc if args.mode == "auroc" else scale)(args)
+    {"auroc": auroc, "rescore": rescore, "scale": scale}[args.mode](args)
     print(f"# total {time.perf_counter() - started:.0f} s, benchmark process peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
 

@@ -154,7 +154,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         from .volume_results import case_visuals, rank_cases, write_slices_csv
 
         rows, case_scores = rank_cases(volume_data, result.unet, signals, clusters, scores,
-                                       threshold=config.threshold, out_dir=out_dir, progress=progress)
+                                       threshold=config.threshold, out_dir=out_dir, seed=config.train.seed)
         write_slices_csv(out_dir / "slices.csv", volume_data, signals, clusters, scores)
         position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
         report_index = source.index

@@ -1,9 +1,9 @@
 """Per-case results of a volume scan: slice scores aggregated to cases, slices.csv, suggested NIfTI labels.
 
-The pipeline scores 2-D slices; a reviewer fixes cases. A case's quality_score is the mean of its
-worst slices' quality scores (the lowest fifth, at least one), so a corruption that touches a few
-slices counts as much as one that touches all of them; the case's other columns come from its
-worst slice, whose index goes into the last column ``worst_slice``. Suspect cases get a suggested
+The pipeline scores 2-D slices; a reviewer fixes cases. A case's suspicion is the mean over its
+most suspicious fifth of slices, and its quality_score the scorer's P(clean) on those case
+suspicions (see :func:`aggregate_cases`); the case's other columns come from its worst slice,
+whose index goes into the last column ``worst_slice``. Suspect cases get a suggested
 label volume: the segmenter's mask of every slice at the slice's original size, stacked back
 along the slicing axis and saved with the label file's affine and header.
 Shape key: N slices, K classes, M cases, S working resolution, H x W one slice's voxels.
@@ -23,6 +23,7 @@ import numpy as np
 from .atomic import atomic_write_bytes, atomic_write_text
 from .diagnosis import diagnose
 from .export import LIST_SEPARATOR, ScoreRow
+from .scoring import quality_from_suspicion
 from .formats.nnunet import read_case
 from .prepare_volumes import VolumeData
 from .visuals import predict_samples
@@ -36,16 +37,16 @@ SLICE_COLUMNS = ("case", "slice", "quality_score", "suspicion", "dice_vs_predict
 
 @dataclass(frozen=True)
 class CaseScores:
-    """Slice scores reduced to cases, aligned with ``VolumeData.volumes.cases``.
+    """Slice scores reduced to cases.
 
     Attributes
     ----------
     quality : np.ndarray
-        (M,) mean quality_score of each case's worst slices.
+        (M,) P(clean) of each case under the scorer's mixture model, fitted on ``suspicion``.
     suspicion : np.ndarray
-        (M,) mean suspicion of the same slices (higher = worse).
+        (M,) mean suspicion of each case's worst slices (higher = worse).
     worst : np.ndarray
-        (M,) ``int64`` sample position of each case's lowest-quality slice.
+        (M,) ``int64`` sample position of each case's most suspicious slice.
     """
 
     quality: np.ndarray
@@ -53,19 +54,23 @@ class CaseScores:
     worst: np.ndarray
 
 
-def aggregate_cases(volume_data: VolumeData, quality: np.ndarray, suspicion: np.ndarray) -> CaseScores:
-    """Reduce (N,) slice quality and suspicion to (M,) cases: the mean over each case's worst fifth."""
-    cases = len(volume_data.volumes.cases)
-    case_quality, case_suspicion = np.ones(cases), np.zeros(cases)
-    worst = np.zeros(cases, dtype=np.int64)
-    for case in range(cases):
-        positions = volume_data.slices_of_case(case)
-        order = positions[np.argsort(quality[positions], kind="stable")]
-        take = order[: max(1, math.ceil(WORST_FRACTION * len(order)))]
-        case_quality[case] = float(np.mean(quality[take]))
-        case_suspicion[case] = float(np.mean(suspicion[take]))
+def aggregate_cases(suspicion: np.ndarray, case_of: np.ndarray, num_cases: int, *, seed: int = 0) -> CaseScores:
+    """Reduce (N,) slice suspicion to (M,) cases.
+
+    A case's suspicion is the mean over its most suspicious fifth of slices (at least one), so a
+    corruption of a few slices counts about as much as one of all of them; its quality_score is
+    P(clean) from :func:`~maskaudit.scoring.quality_from_suspicion` on the case suspicions, so that
+    0.5 separates clean and bad cases as it does samples. ``case_of`` (N,) must be sorted.
+    """
+    bounds = np.searchsorted(case_of, np.arange(num_cases + 1))
+    case_suspicion = np.zeros(num_cases)
+    worst = np.zeros(num_cases, dtype=np.int64)
+    for case in range(num_cases):
+        positions = np.arange(bounds[case], bounds[case + 1])
+        order = positions[np.argsort(-suspicion[positions], kind="stable")]
+        case_suspicion[case] = float(np.mean(suspicion[order[: max(1, math.ceil(WORST_FRACTION * len(order)))]]))
         worst[case] = order[0]
-    return CaseScores(case_quality, case_suspicion, worst)
+    return CaseScores(quality_from_suspicion(case_suspicion, seed=seed), case_suspicion, worst)
 
 
 def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, scores) -> None:
@@ -85,13 +90,13 @@ def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, sco
 
 
 def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, threshold: float, out_dir: Path,
-               progress: bool = False) -> tuple[list[ScoreRow], CaseScores]:
+               seed: int = 0) -> tuple[list[ScoreRow], CaseScores]:
     """One ScoreRow per case, most suspect first; suspect cases get a diagnosis and suggested/labelsTr/<case>.
 
     The diagnosis is that of the case's worst slice.
     """
     data, volumes = volume_data.data, volume_data.volumes
-    case_scores = aggregate_cases(volume_data, scores.quality, scores.suspicion)
+    case_scores = aggregate_cases(scores.suspicion, volume_data.case_of, len(volumes.cases), seed=seed)
     order = sorted(range(len(volumes.cases)),
                    key=lambda c: (case_scores.quality[c], -case_scores.suspicion[c], volumes.cases[c].id))
     diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}

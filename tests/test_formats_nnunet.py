@@ -18,6 +18,7 @@ from maskaudit.formats import detect_format, open_dataset
 from maskaudit.formats.nnunet import find_nnunet, read_case, through_plane_axis
 from maskaudit.prepare_volumes import normalise_case, prepare_volumes
 from maskaudit.summary import describe_source
+from maskaudit.volume_results import aggregate_cases
 
 HIPPOCAMPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "hippocampus"
 SHAPE = (12, 10, 6)
@@ -67,6 +68,19 @@ def test_cases_classes_channels_and_spacing_come_from_dataset_json(tmp_path):
     volume = read_case(volumes, volumes.cases[1])
     assert volume.image.shape == (2, *SHAPE) and volume.labels.dtype == np.uint8
     np.testing.assert_array_equal(volume.labels, _labels(shift=1))
+
+
+def test_case_scores_average_the_worst_fifth_of_slices_and_flag_the_bad_case():
+    # 12 cases of 10 slices; case 5 has three very suspicious slices, the others noise
+    rng = np.random.default_rng(0)
+    suspicion = rng.normal(0, 0.3, 120)
+    suspicion[[52, 55, 57]] = [6.0, 7.0, 5.0]
+    case_of = np.repeat(np.arange(12), 10)
+    scores = aggregate_cases(suspicion, case_of, 12)
+    assert scores.worst[5] == 55 and scores.suspicion[5] == pytest.approx(6.5)  # mean of the worst 2 of 10
+    assert np.argmin(scores.quality) == 5 and scores.quality[5] < 0.5
+    assert (np.delete(scores.quality, 5) > 0.5).all()
+    assert all(case * 10 <= scores.worst[case] < case * 10 + 10 for case in range(12))
 
 
 def test_through_plane_axis_is_the_largest_spacing_and_ties_go_to_the_last_axis():
@@ -185,7 +199,7 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     with open(out / "slices.csv", newline="") as handle:
         slices = list(csv.DictReader(handle))
     assert len(slices) == 8 * SHAPE[2] and slices[0]["case"] == "case_000" and slices[0]["slice"] == "0"
-    worst = min((row for row in slices if row["case"] == rows[0]["id"]), key=lambda row: float(row["quality_score"]))
+    worst = max((row for row in slices if row["case"] == rows[0]["id"]), key=lambda row: float(row["suspicion"]))
     assert worst["slice"] == rows[0]["worst_slice"]
     suggested = nib.load(out / "suggested" / "labelsTr" / f"{rows[0]['id']}.nii.gz")
     original = nib.load(root / "labelsTr" / f"{rows[0]['id']}.nii.gz")
