@@ -103,6 +103,9 @@ def test_bad_annotations_are_one_line_each_and_the_rest_is_scanned(tmp_path):
     description = describe_source(source)
     assert description["num_samples"] == 3 and description["format"] == "coco"
     assert source.annotation_ids["img_0"] == (1000, 1001)  # the bad ones are not drawn
+    text = CliRunner().invoke(main, ["inspect", str(root)]).output
+    assert "Layout       COCO instances" in text and "Samples      3 usable, 6 skipped" in text
+    assert "annotations.json#annotation 3: self-intersecting polygon" in text
 
 
 def test_self_intersection_check():
