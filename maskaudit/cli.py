@@ -62,11 +62,11 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of text.")
 def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | str, as_json: bool) -> None:
     """Find image/mask pairs, classes and layout in DATASET and summarise them, without training."""
-    from .dataset import find_dataset
-    from .summary import describe_dataset, format_description
+    from .formats import open_dataset
+    from .summary import describe_source, format_description
 
     try:
-        description = describe_dataset(find_dataset(dataset, mask_suffix=mask_suffix, ignore_value=ignore_value))
+        description = describe_source(open_dataset(dataset, mask_suffix=mask_suffix, ignore_value=ignore_value))
     except MaskauditError as error:
         _fail(error)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
@@ -110,12 +110,14 @@ def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | s
               help="Replace an earlier run in --out: its results, suggested/ and model.pt are deleted first.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
+@click.option("--axis", type=click.IntRange(0, 2), default=None,
+              help="Volumes: voxel axis to audit slice by slice. Default: the axis with the largest spacing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: int | None | str, mode: str,
          lam: float, size: int, width: int,
          batch_size: int, lr: float, epochs: int | None, early_stop: bool, seed: int, device: str, flips: bool,
          augment: bool, precision: str, workers: int | None, threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
-         quiet: bool) -> None:
+         axis: int | None, quiet: bool) -> None:
     """Train on DATASET, score every mask and write the ranked suspects to --out."""
     from .pipeline import ScanConfig, scan as run_scan
     from .train import TrainConfig, resolve_device
@@ -127,8 +129,8 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: in
                                    epochs=epochs, seed=seed, device=str(resolve_device(device)), flips=flips,
                                    augment=augment, precision=precision, early_stop=early_stop, workers=workers)
         config = ScanConfig(train=train_config, mask_suffix=mask_suffix, ignore_value=ignore_value,
-                            threshold=threshold, top=top,
-                            suspects_only=suspects_only, overwrite=overwrite, resume=resume, report=report)
+                            threshold=threshold, top=top, suspects_only=suspects_only, overwrite=overwrite,
+                            resume=resume, report=report, axis=axis)
         result = run_scan(dataset, out_dir, config, progress=not quiet)
     except MaskauditError as error:
         _fail(error)
@@ -146,6 +148,8 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: in
     suspects = sum(row.suspect for row in result.rows)
     click.echo(f"{len(result.rows)} samples scored, {suspects} suspects.")
     click.echo(f"scores:  {out_dir / 'scores.csv'}")
+    if (out_dir / "slices.csv").is_file():
+        click.echo(f"slices:  {out_dir / 'slices.csv'}")
     if report:
         click.echo(f"report:  {out_dir / 'report.html'}")
     if suspects:

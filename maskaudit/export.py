@@ -34,6 +34,8 @@ SCORE_COLUMNS = (
     "presence_surprise",
     "shape_outlier",
     "suggestion_confidence",
+    "worst_slice",
+    "annotation_ids",
 )
 LIST_SEPARATOR = ";"
 
@@ -61,6 +63,8 @@ class ScoreRow:
     presence_surprise: float = 0.0  # -log P(classes present/absent as here), from the dataset's masks
     shape_outlier: float = 0.0      # distance to the nearest given masks' shapes, robust units
     suggestion_confidence: float | None = None  # [0, 1] trust in the suggested mask; None = no suggestion
+    worst_slice: int | None = None  # volumes: index of the case's worst slice along the slicing axis
+    annotation_ids: tuple[int, ...] = ()  # COCO: ids of the annotations drawn into the sample's masks
 
     def as_csv_fields(self) -> list[str]:
         return [
@@ -83,6 +87,8 @@ class ScoreRow:
             f"{self.presence_surprise:.4f}",
             f"{self.shape_outlier:.4f}",
             "" if self.suggestion_confidence is None else f"{self.suggestion_confidence:.4f}",
+            "" if self.worst_slice is None else str(self.worst_slice),
+            LIST_SEPARATOR.join(str(value) for value in self.annotation_ids),
         ]
 
 

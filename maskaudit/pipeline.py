@@ -13,15 +13,16 @@ import numpy as np
 
 from . import __version__
 from .clustering import cluster_features
-from .dataset import find_dataset
 from .diagnosis import diagnose
 from .distributed import barrier, gather_objects, init_process_group, local_device, shard_range, shutdown
 from .errors import OutputDirError, TrainingError
 from .atomic import atomic_path
 from .labels import AUTO
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
+from .formats import DatasetSource, open_dataset
 from .inference import predicted_masks
 from .prepare import PreparedData, label_values, load_original, prepare
+from .prepare_volumes import VolumeData, prepare_volumes
 from .scoring import quality_scores
 from .signals import compute_signals, concatenate_signals
 from .suggestion import class_priors, suggest_masks
@@ -32,7 +33,7 @@ from .visuals import predict_probabilities, predict_samples
 RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
 # Everything a scan writes to --out except the checkpoint and the (self-validating) cache/.
 # --overwrite and --resume delete these first, so that a new run never mixes with an old one.
-DERIVED_OUTPUTS = ("scores.csv", "run.json", "report.html", "features.npz", "suggested", "assets")
+DERIVED_OUTPUTS = ("scores.csv", "run.json", "report.html", "features.npz", "suggested", "assets", "slices.csv")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ScanConfig:
     resume: bool = False
     report: bool = True
     max_report_samples: int = 2000  # samples with images in the report (the rest are listed)
+    axis: int | None = None         # volumes: voxel axis to slice along; None = the through-plane axis by spacing
 
 
 @dataclass
@@ -117,16 +119,16 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
 
     group = init_process_group(config.train.device)
     train_config = dataclasses.replace(config.train, device=local_device(config.train.device, group))
-    index = find_dataset(dataset, mask_suffix=config.mask_suffix, ignore_value=config.ignore_value)
-    check_output_dir(out_dir, index.root, overwrite=config.overwrite, resume=config.resume)
+    source = open_dataset(dataset, mask_suffix=config.mask_suffix, ignore_value=config.ignore_value)
+    check_output_dir(out_dir, source.index.root, overwrite=config.overwrite, resume=config.resume)
     if group.is_main:  # the main process fills the cache and clears old outputs; the others then read
         out_dir.mkdir(parents=True, exist_ok=True)
-        data = prepare(index, size=train_config.size, cache_dir=out_dir / "cache", progress=progress)
+        data, volume_data = _prepare(source, config, out_dir / "cache", progress=progress)
         if not config.resume:  # (check_output_dir let a run through only under --overwrite)
             _clear_previous_run(out_dir, keep_checkpoint=False)
     barrier(group)
     if not group.is_main:
-        data = prepare(index, size=train_config.size, cache_dir=out_dir / "cache")
+        data, volume_data = _prepare(source, config, out_dir / "cache", progress=False)
     seconds["load"], clock = time.perf_counter() - clock, time.perf_counter()
 
     result = train(data, train_config, out_dir=out_dir, resume=config.resume, progress=progress, group=group)
@@ -154,7 +156,25 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress)
+    if volume_data is not None:
+        from .volume_results import case_visuals, rank_cases, write_slices_csv
+
+        rows, case_scores = rank_cases(volume_data, result.unet, signals, clusters, scores,
+                                       threshold=config.threshold, out_dir=out_dir, seed=config.train.seed)
+        write_slices_csv(out_dir / "slices.csv", volume_data, signals, clusters, scores)
+        position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
+        report_index = source.index
+
+        def visuals(case_id: str):  # a case is shown through its worst slice
+            return case_visuals(volume_data, result.unet, position_of[case_id])
+    else:
+        rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress,
+                                  annotation_ids=source.annotation_ids, reader=source.reader)
+        position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
+        report_index = data.index
+
+        def visuals(sample_id: str):
+            return _sample_visuals(data, result, position_of[sample_id], source)
     selected = _select_rows(rows, config)
     write_scores_csv(out_dir / "scores.csv", selected)
     seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -163,24 +183,39 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     if config.report:
         from .report import render_report, report_id  # the report is the only user of jinja2
 
-        position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
-        report_input = _report_input(data, config, result, rows, clusters.coords, seconds, check)
+        row_coords = np.asarray([clusters.coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2)
+        report_input = _report_input(report_index, config, result, rows, row_coords, seconds, check)
         run_id = report_id(report_input)  # in run.json too: `export --decisions` checks it
         render_report(
             report_input,
-            lambda sample_id: _sample_visuals(data, result, position_of[sample_id]),
+            visuals,
             out_dir,
             max_visual_samples=config.max_report_samples,
             progress=progress,
             run_id=run_id,
         )
         seconds["report"] = time.perf_counter() - clock
-    _write_run_json(out_dir, data, config, result, clusters, check, seconds, group, report_id=run_id)
+    _write_run_json(out_dir, data, config, result, clusters, check, seconds, group, report_id=run_id, source=source,
+                    volume_data=volume_data)
     shutdown(group)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
 
-def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, *, progress) -> list[ScoreRow]:
+def _prepare(source: DatasetSource, config: ScanConfig, cache_dir: Path, *, progress: bool
+             ) -> tuple[PreparedData, VolumeData | None]:
+    """The working-resolution arrays of a 2-D dataset, or of a volume dataset's slices (with where they came from)."""
+    size = config.train.size
+    if source.volumes is None:
+        return prepare(source.index, size=size, cache_dir=cache_dir, progress=progress, reader=source.reader), None
+    from .formats.nnunet import through_plane_axis
+
+    axis = through_plane_axis(source.volumes.spacing) if config.axis is None else config.axis
+    volume_data = prepare_volumes(source.volumes, size=size, axis=axis, cache_dir=cache_dir, progress=progress)
+    return volume_data.data, volume_data
+
+
+def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, *, progress,
+                       annotation_ids=None, reader=None) -> list[ScoreRow]:
     """One ScoreRow per sample, most suspect first; suspects get a diagnosis and a suggested mask."""
     index = data.index
     multilabel = index.multilabel
@@ -198,7 +233,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
             predicted = predicted & ~np.asarray(data.void[position], dtype=bool)
         diagnoses[position] = diagnose(given, predicted, suspect=True, multilabel=multilabel)
         sample_id = index.samples[position].id
-        _, given_original, void = load_original(index, sample_id)
+        _, given_original, void = load_original(index, sample_id, reader=reader)
         suggestion = suggest_masks(given_original, predicted_masks(original, multilabel=multilabel), original,
                                    priors, multilabel=multilabel)
         confidence[position] = suggestion.confidence
@@ -230,6 +265,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
                 presence_surprise=float(scores.evidence["presence_surprise"][position]),
                 shape_outlier=float(scores.evidence["shape_outlier"][position]),
                 suggestion_confidence=confidence.get(position),
+                annotation_ids=tuple((annotation_ids or {}).get(sample.id, ())),
             )
         )
     return rows
@@ -263,35 +299,34 @@ def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:
     return selected[: config.top] if config.top is not None else selected
 
 
-def _report_input(data: PreparedData, config: ScanConfig, result: TrainResult, rows: list[ScoreRow],
-                  coords: np.ndarray, seconds: dict[str, float], check: dict[str, object]):
-    """The report's data, rows in rank order and the 2-D feature map aligned with them."""
+def _report_input(index, config: ScanConfig, result: TrainResult, rows: list[ScoreRow],
+                  row_coords: np.ndarray, seconds: dict[str, float], check: dict[str, object]):
+    """The report's data: rows in rank order and ``row_coords`` (R, 2), the 2-D feature map aligned with them."""
     from .report import ReportInput, SampleRow
 
-    position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
     row_fields = [name for name in SampleRow.__dataclass_fields__]
     return ReportInput(
-        dataset_root=str(data.index.root),
-        layout=data.index.layout,
-        classes=data.index.classes,
+        dataset_root=str(index.root),
+        layout=index.layout,
+        classes=index.classes,
         num_samples=len(rows),
-        skipped=tuple((item.path, item.reason) for item in data.index.skipped),
+        skipped=tuple((item.path, item.reason) for item in index.skipped),
         settings=_settings(config) | {"epochs": result.config.epochs, "epoch_budget": result.epoch_budget},
         stage_seconds=dict(seconds),
         threshold=config.threshold,
         rows=tuple(SampleRow(**{name: getattr(row, name) for name in row_fields}) for row in rows),
-        coords=np.asarray([coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2),
+        coords=row_coords,
         version=__version__,
         self_check=check,
-        void_value=data.index.void_value,
+        void_value=getattr(index, "void_value", None),
     )
 
 
-def _sample_visuals(data: PreparedData, result: TrainResult, position: int):
+def _sample_visuals(data: PreparedData, result: TrainResult, position: int, source: DatasetSource):
     """Image, given masks and predicted masks of one sample at its original size, for the report."""
     from .report import SampleVisuals
 
-    image, given, void = load_original(data.index, data.index.samples[position].id)
+    image, given, void = load_original(data.index, data.index.samples[position].id, reader=source.reader)
     (_, _, predicted), = predict_samples(data, result.unet, [position])
     return SampleVisuals(image=image, given=given, predicted=predicted, void=void)
 
@@ -299,7 +334,8 @@ def _sample_visuals(data: PreparedData, result: TrainResult, position: int):
 def _settings(config: ScanConfig) -> dict[str, object]:
     settings = dataclasses.asdict(config.train)
     settings.update(threshold=config.threshold, top=config.top, suspects_only=config.suspects_only,
-                    resume=config.resume, mask_suffix=config.mask_suffix, ignore_value=config.ignore_value)
+                    resume=config.resume, mask_suffix=config.mask_suffix, ignore_value=config.ignore_value,
+                    axis=config.axis)
     return settings
 
 
@@ -327,7 +363,8 @@ def self_check(scores, signals) -> dict[str, object]:
 
 
 def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, result: TrainResult, clusters,
-                    check: dict[str, object], seconds: dict[str, float], group, *, report_id: str | None) -> None:
+                    check: dict[str, object], seconds: dict[str, float], group, *, report_id: str | None,
+                    source: DatasetSource, volume_data: VolumeData | None) -> None:
     import sklearn
     import torch
 
@@ -350,6 +387,10 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
                 "label_values": data.index.labels.as_dict(),
                 "num_samples": len(data.index.samples),
                 "skipped": [{"path": item.path, "reason": item.reason} for item in data.index.skipped],
+                "format": source.format,
+                **({} if volume_data is None else {"num_cases": len(volume_data.volumes.cases),
+                                                   "axis": volume_data.axis,
+                                                   "spacing": list(volume_data.volumes.spacing)}),
             },
             "clustering": {"k": int(clusters.k), "outliers": int(np.sum(clusters.outlier))},
             "self_check": check,

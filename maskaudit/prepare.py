@@ -37,6 +37,7 @@ _CACHE_VERSION = 2  # 2: classes are the label values present, and a void array
 _NORMALISATION = "percentile"
 
 T = TypeVar("T")
+Reader = Callable[[DatasetIndex, Sample], "Pair"]  # a dataset format's decoder (maskaudit.formats)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _values_text(index: DatasetIndex) -> str:
 
 
 def load_original(
-    index: DatasetIndex, sample_id: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    index: DatasetIndex, sample_id: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, reader: Reader | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The image, masks and void pixels of one sample at their original size, for the report.
 
@@ -181,7 +182,7 @@ def load_original(
     sample = next((item for item in index.samples if item.id == sample_id), None)
     if sample is None:
         raise KeyError(f"no sample with id {sample_id!r} in {index.root}")
-    pair = read_pair(index, sample, max_pixels=max_pixels)
+    pair = _read(index, sample, max_pixels=max_pixels, reader=reader)
     image = pair.image if pair.image.ndim == 3 else np.repeat(pair.image[..., None], 3, axis=2)
     return np.ascontiguousarray(image), pair.masks, pair.void
 
@@ -193,6 +194,7 @@ def prepare(
     cache_dir: Path,
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    reader: Reader | None = None,
 ) -> PreparedData:
     """Decode every pair, resize it to ``size`` x ``size`` and cache the result in ``cache_dir``.
 
@@ -213,6 +215,9 @@ def prepare(
         Show a tqdm progress bar while decoding.
     max_pixels : int
         Decompression-bomb guard for every file.
+    reader : callable, optional
+        ``reader(index, sample) -> Pair`` of a dataset format other than folders (see
+        :mod:`maskaudit.formats`); default :func:`read_pair`.
 
     Returns
     -------
@@ -283,7 +288,7 @@ def prepare(
                 sizes.append(old.sizes[row])
             else:
                 try:
-                    pair = read_pair(index, sample, max_pixels=max_pixels)
+                    pair = _read(index, sample, max_pixels=max_pixels, reader=reader)
                 except InputFileError as error:
                     skipped.append(skipped_pair(sample, error))
                     failed[key] = skipped[-1].reason
@@ -321,6 +326,10 @@ def prepare(
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _read(index: DatasetIndex, sample: Sample, *, max_pixels: int, reader: Reader | None) -> Pair:
+    return read_pair(index, sample, max_pixels=max_pixels) if reader is None else reader(index, sample)
 
 
 def _decoding(path: Path, read: Callable[[], T]) -> T:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -11,15 +11,72 @@ from tqdm.auto import tqdm
 from .dataset import DatasetIndex
 from .errors import DatasetError, InputFileError
 from .imageio import DEFAULT_MAX_PIXELS
-from .prepare import label_values, read_pair, skipped_pair
+from .prepare import Reader, label_values, read_pair, skipped_pair
 
-__all__ = ["describe_dataset", "format_description"]
+if TYPE_CHECKING:
+    from .formats import DatasetSource
+    from .formats.nnunet import VolumeIndex
+
+__all__ = ["describe_dataset", "describe_source", "describe_volumes", "format_description"]
 
 _MAX_SKIPPED_LINES = 20
 
 
+def describe_source(source: "DatasetSource", *, progress: bool = False) -> dict[str, Any]:
+    """:func:`describe_dataset` or :func:`describe_volumes`, whichever fits the source's format."""
+    if source.volumes is not None:
+        return describe_volumes(source.volumes, progress=progress)
+    return describe_dataset(source.index, progress=progress, reader=source.reader) | {"format": source.format}
+
+
+def describe_volumes(volumes: "VolumeIndex", *, progress: bool = False) -> dict[str, Any]:
+    """Decode every case of a volume dataset once and summarise it (the keys of :func:`describe_dataset`).
+
+    ``num_samples`` counts cases, ``image_sizes`` are "XxYxZ" voxel shapes, ``image_modes`` the
+    channel names, and ``spacing`` (mm per axis, the median over cases) is added.
+
+    Raises
+    ------
+    DatasetError
+        If no case decodes.
+    """
+    from .formats.nnunet import read_case
+    from .dataset import Skipped
+
+    skipped = list(volumes.skipped)
+    class_voxels = np.zeros(len(volumes.classes), dtype=np.int64)
+    total, empty, usable = 0, 0, 0
+    sizes: Counter[str] = Counter()
+    for case in tqdm(volumes.cases, desc="reading", unit="case", disable=not progress):
+        try:
+            labels = read_case(volumes, case).labels
+        except InputFileError as error:
+            message, prefix = str(error), f"{case.label.as_posix()}: "
+            skipped.append(Skipped(case.label.as_posix(), message.removeprefix(prefix)))
+            continue
+        usable += 1
+        total += labels.size
+        counts = np.bincount(labels.ravel(), minlength=len(volumes.classes) + 1)[1:]
+        class_voxels += counts
+        empty += int(not counts.any())
+        sizes["x".join(str(value) for value in labels.shape)] += 1
+    if not usable:
+        raise DatasetError(f"no case in {volumes.root} can be decoded (e.g. {skipped[-1].path}: {skipped[-1].reason});"
+                           " fix or replace the broken files")
+    skipped.sort(key=lambda item: item.path)
+    return {
+        "root": str(volumes.root), "format": "nnunet", "layout": "nnU-Net v2", "multilabel": False, "mask_suffix": "",
+        "classes": list(volumes.classes), "num_samples": usable, "num_skipped": len(skipped),
+        "skipped": [{"path": item.path, "reason": item.reason} for item in skipped],
+        "class_pixel_fraction": {name: float(count) / total for name, count in zip(volumes.classes, class_voxels.tolist())},
+        "empty_masks": empty, "image_sizes": dict(sizes.most_common()),
+        "image_modes": {name: usable for name in volumes.channel_names},
+        "spacing": list(volumes.spacing),
+    }
+
+
 def describe_dataset(
-    index: DatasetIndex, *, progress: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+    index: DatasetIndex, *, progress: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, reader: Reader | None = None
 ) -> dict[str, Any]:
     """Decode every pair once and summarise the dataset.
 
@@ -31,6 +88,8 @@ def describe_dataset(
         Show a tqdm progress bar while reading the files.
     max_pixels : int
         Decompression-bomb guard for every file.
+    reader : callable, optional
+        ``reader(index, sample) -> Pair`` of a format other than folders; default :func:`read_pair`.
 
     Returns
     -------
@@ -60,7 +119,7 @@ def describe_dataset(
     usable = 0
     for sample in tqdm(index.samples, desc="reading", unit="pair", disable=not progress):
         try:
-            pair = read_pair(index, sample, max_pixels=max_pixels)
+            pair = read_pair(index, sample, max_pixels=max_pixels) if reader is None else reader(index, sample)
         except InputFileError as error:
             skipped.append(skipped_pair(sample, error))
             continue
@@ -105,6 +164,8 @@ def format_description(description: dict[str, Any]) -> str:
         "A": "A (masks/<id>.png label images, one class per pixel)",
         "B": "B (masks/<class>/<id>.png, one binary mask per class, may overlap)",
     }.get(description["layout"], description["layout"])
+    if description.get("format") == "coco":
+        layout = "COCO instances (one binary mask per category, may overlap)"
     suffix = description["mask_suffix"]
     lines = [
         f"Dataset      {description['root']}",
@@ -114,6 +175,8 @@ def format_description(description: dict[str, Any]) -> str:
         f"Empty masks  {description['empty_masks']} samples with no labelled pixel",
         f"Classes      {len(description['classes'])}",
     ]
+    if "spacing" in description:
+        lines.insert(2, "Spacing      " + " x ".join(f"{value:g}" for value in description["spacing"]) + " mm")
     width = max((len(name) for name in description["classes"]), default=0)
     labels = description.get("label_values")
     values = [f"value {value}" for value in labels["values"]] if labels else [""] * len(description["classes"])

@@ -1,0 +1,170 @@
+"""Per-case results of a volume scan: slice scores aggregated to cases, slices.csv, suggested NIfTI labels.
+
+The pipeline scores 2-D slices; a reviewer fixes cases. A case's suspicion is the mean over its
+most suspicious fifth of slices, and its quality_score the scorer's P(clean) on those case
+suspicions (see :func:`aggregate_cases`); the case's other columns come from its worst slice,
+whose index goes into the last column ``worst_slice``. Suspect cases get a suggested
+label volume: the segmenter's mask of every slice at the slice's original size, stacked back
+along the slicing axis and saved with the label file's affine and header.
+Shape key: N slices, K classes, M cases, S working resolution, H x W one slice's voxels.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write_bytes, atomic_write_text
+from .diagnosis import diagnose
+from .export import LIST_SEPARATOR, ScoreRow
+from .scoring import quality_from_suspicion
+from .formats.nnunet import read_case
+from .prepare_volumes import VolumeData
+from .visuals import predict_samples
+
+__all__ = ["SLICE_COLUMNS", "CaseScores", "aggregate_cases", "rank_cases", "write_slices_csv", "case_visuals"]
+
+WORST_FRACTION = 0.2  # a case's score is the mean over this share of its slices, the worst ones
+SLICE_COLUMNS = ("case", "slice", "quality_score", "suspicion", "dice_vs_prediction", "dice_per_class",
+                 "boundary_distance", "qam_score", "cluster", "outlier")
+
+
+@dataclass(frozen=True)
+class CaseScores:
+    """Slice scores reduced to cases.
+
+    Attributes
+    ----------
+    quality : np.ndarray
+        (M,) P(clean) of each case under the scorer's mixture model, fitted on ``suspicion``.
+    suspicion : np.ndarray
+        (M,) mean suspicion of each case's worst slices (higher = worse).
+    worst : np.ndarray
+        (M,) ``int64`` sample position of each case's most suspicious slice.
+    """
+
+    quality: np.ndarray
+    suspicion: np.ndarray
+    worst: np.ndarray
+
+
+def aggregate_cases(suspicion: np.ndarray, case_of: np.ndarray, num_cases: int, *, seed: int = 0) -> CaseScores:
+    """Reduce (N,) slice suspicion to (M,) cases.
+
+    A case's suspicion is the mean over its most suspicious fifth of slices (at least one), so a
+    corruption of a few slices counts about as much as one of all of them; its quality_score is
+    P(clean) from :func:`~maskaudit.scoring.quality_from_suspicion` on the case suspicions, so that
+    0.5 separates clean and bad cases as it does samples. ``case_of`` (N,) must be sorted.
+    """
+    bounds = np.searchsorted(case_of, np.arange(num_cases + 1))
+    case_suspicion = np.zeros(num_cases)
+    worst = np.zeros(num_cases, dtype=np.int64)
+    for case in range(num_cases):
+        positions = np.arange(bounds[case], bounds[case + 1])
+        order = positions[np.argsort(-suspicion[positions], kind="stable")]
+        case_suspicion[case] = float(np.mean(suspicion[order[: max(1, math.ceil(WORST_FRACTION * len(order)))]]))
+        worst[case] = order[0]
+    return CaseScores(quality_from_suspicion(case_suspicion, seed=seed), case_suspicion, worst)
+
+
+def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, scores) -> None:
+    """slices.csv: one row per slice, in case and slice order (columns :data:`SLICE_COLUMNS`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(SLICE_COLUMNS)
+    cases = volume_data.volumes.cases
+    for position, (case, index) in enumerate(zip(volume_data.case_of, volume_data.slice_of)):
+        writer.writerow([
+            cases[case].id, int(index), f"{scores.quality[position]:.6f}", f"{scores.suspicion[position]:.6f}",
+            f"{signals.dice[position].mean():.6f}", LIST_SEPARATOR.join(f"{value:.4f}" for value in signals.dice[position]),
+            f"{signals.boundary[position].max():.3f}", f"{signals.qam_score[position]:.6f}",
+            int(clusters.labels[position]), int(clusters.outlier[position]),
+        ])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, threshold: float, out_dir: Path,
+               seed: int = 0) -> tuple[list[ScoreRow], CaseScores]:
+    """One ScoreRow per case, most suspect first; suspect cases get a diagnosis and suggested/labelsTr/<case>.
+
+    The diagnosis is that of the case's worst slice.
+    """
+    data, volumes = volume_data.data, volume_data.volumes
+    case_scores = aggregate_cases(scores.suspicion, volume_data.case_of, len(volumes.cases), seed=seed)
+    order = sorted(range(len(volumes.cases)),
+                   key=lambda c: (case_scores.quality[c], -case_scores.suspicion[c], volumes.cases[c].id))
+    diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}
+    for case in (c for c in order if case_scores.quality[c] < threshold):
+        worst = int(case_scores.worst[case])
+        labels, worst_working = _predict_case(volume_data, unet, case, worst)
+        diagnoses[case] = diagnose(np.asarray(data.masks[worst], dtype=bool), worst_working, suspect=True,
+                                   multilabel=False)
+        write_suggested_volume(out_dir / "suggested", volume_data, case, labels)
+    rows = []
+    for rank, case in enumerate(order, start=1):
+        item, worst = volumes.cases[case], int(case_scores.worst[case])
+        issue_type, issue_classes = diagnoses.get(case, ("ok", ()))
+        rows.append(ScoreRow(
+            rank=rank, id=item.id, image=";".join(path.as_posix() for path in item.images),
+            mask=item.label.as_posix(), quality_score=float(case_scores.quality[case]),
+            suspect=bool(case_scores.quality[case] < threshold), issue_type=issue_type,
+            issue_classes=tuple(volumes.classes[k] for k in issue_classes),
+            qam_score=float(signals.qam_score[worst]), dice_vs_prediction=float(signals.dice[worst].mean()),
+            dice_per_class=tuple(float(value) for value in signals.dice[worst]),
+            boundary_distance=float(signals.boundary[worst].max()), cluster=int(clusters.labels[worst]),
+            outlier=bool(clusters.outlier[worst]), outlier_score=float(clusters.outlier_score[worst]),
+            worst_slice=int(volume_data.slice_of[worst]),
+        ))
+    return rows, case_scores
+
+
+def _predict_case(volume_data: VolumeData, unet, case: int, worst: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y, Z) uint8 predicted labels of one case, and the (K, S, S) working mask of slice position ``worst``."""
+    slices: dict[int, np.ndarray] = {}
+    worst_working = None
+    for position, working, original in predict_samples(volume_data.data, unet, list(volume_data.slices_of_case(case))):
+        labels = np.zeros(original.shape[1:], dtype=np.uint8)
+        for k, mask in enumerate(original):
+            labels[mask] = k + 1
+        slices[int(volume_data.slice_of[position])] = labels
+        if position == worst:
+            worst_working = working
+    return np.stack([slices[index] for index in sorted(slices)], axis=volume_data.axis), worst_working
+
+
+def write_suggested_volume(out_dir: Path, volume_data: VolumeData, case: int, labels: np.ndarray) -> Path:
+    """Write ``labels`` (X, Y, Z) as ``out_dir/labelsTr/<label file name>`` with the label file's affine and header."""
+    import nibabel as nib
+
+    item = volume_data.volumes.cases[case]
+    source = nib.load(volume_data.volumes.root / item.label)
+    header = source.header.copy()
+    image = nib.Nifti1Image(labels.astype(header.get_data_dtype()), source.affine, header)
+    payload = image.to_bytes()
+    target = out_dir / "labelsTr" / item.label.name
+    atomic_write_bytes(target, gzip.compress(payload, compresslevel=6) if target.name.endswith(".gz") else payload)
+    return target
+
+
+def case_visuals(volume_data: VolumeData, unet, position: int):
+    """The report's picture of one slice: cached image at the slice's size, given labels from the file, prediction."""
+    from PIL import Image
+
+    from .report import SampleVisuals
+
+    data = volume_data.data
+    volumes = volume_data.volumes
+    case = volumes.cases[int(volume_data.case_of[position])]
+    labels = np.take(read_case(volumes, case).labels, int(volume_data.slice_of[position]), axis=volume_data.axis)
+    height, width = labels.shape
+    channel = np.asarray(data.images[position, 0])
+    grey = np.asarray(Image.fromarray(channel).resize((width, height), Image.Resampling.BILINEAR))
+    given = np.stack([labels == k + 1 for k in range(len(volumes.classes))])
+    (_, _, predicted), = predict_samples(data, unet, [position])
+    return SampleVisuals(image=np.repeat(grey[..., None], 3, axis=2), given=given, predicted=predicted)
