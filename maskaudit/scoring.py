@@ -33,6 +33,7 @@ BIC_MARGIN = 10.0               # the mixture must beat one Gaussian by this muc
 MAX_COMPONENTS = 3              # clean plus up to two kinds of bad label
 CLEAN_SPREAD = 2.0              # a component this many clean standard deviations above clean is bad
 MIN_CLEAN_WEIGHT = 0.1          # the clean reference component holds at least this share of samples
+CLEAN_QUANTILE = 0.3            # the sample at this quantile of the suspicion is taken as clean
 SPREAD_FLOOR = 0.1              # no component is narrower than this share of the scores' robust spread
 RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
 
@@ -54,7 +55,8 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """(N,) quality in [0, 1], non-increasing in ``score``: P(clean) under a Gaussian mixture.
 
     Mixtures of 1 to MAX_COMPONENTS components are fitted and the best by BIC is kept. The clean
-    reference is the lowest component holding at least MIN_CLEAN_WEIGHT of the samples; it and
+    reference is the lowest component holding at least MIN_CLEAN_WEIGHT of the samples, or the
+    component of the sample at CLEAN_QUANTILE if that lies higher; it and
     every component centred within CLEAN_SPREAD of its standard deviations are clean, the others
     are kinds of bad label (a few gross errors and a group of subtle ones make two bad components,
     as in the demo). Without a mixture clearly better than one Gaussian, or without a bad
@@ -79,11 +81,16 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     spreads = np.maximum(np.sqrt(fits[best].covariances_.reshape(-1)), SPREAD_FLOOR * _robust_scale(score))
     weights = fits[best].weights_
     # The clean reference is the lowest component holding at least MIN_CLEAN_WEIGHT of the samples
-    # (a handful of unusually clean samples may form a tiny component further down). Components
-    # centred within CLEAN_SPREAD of its standard deviations describe clean samples too: a
-    # heavy-tailed clean population fits as a narrow plus a wide Gaussian.
+    # (a handful of unusually clean samples may form a tiny component further down), or, if higher,
+    # the component of the sample at the CLEAN_QUANTILE: the least suspect 30 % of the labels are
+    # right, so a clean population that splits into two groups (the learned fusion can separate,
+    # say, empty from full masks) stays clean.
+    # Components centred within CLEAN_SPREAD of its standard deviations describe clean samples too:
+    # a heavy-tailed clean population fits as a narrow plus a wide Gaussian.
     candidates = np.flatnonzero(weights >= MIN_CLEAN_WEIGHT)
-    reference = candidates[np.argmin(means[candidates])]
+    lowest = candidates[np.argmin(means[candidates])]
+    anchor = int(np.argmax(fits[best].predict_proba([[np.quantile(score, CLEAN_QUANTILE)]])[0]))
+    reference = anchor if means[anchor] > means[lowest] else lowest
     clean = means <= means[reference] + CLEAN_SPREAD * spreads[reference]
     if clean.all():
         return tail

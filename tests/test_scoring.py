@@ -83,3 +83,12 @@ def test_a_block_of_identical_scores_does_not_make_everyone_a_suspect():
 def test_non_finite_scores_count_as_the_median():
     quality = quality_from_suspicion(np.array([np.nan, np.inf, *np.linspace(0, 1, 30)]))
     assert np.isfinite(quality).all() and quality[0] > 0.5
+
+
+def test_a_clean_population_in_two_groups_stays_clean():
+    """The learned fusion can split clean samples into two groups; only the far group above the median is bad."""
+    rng = np.random.default_rng(4)
+    score = np.concatenate([rng.normal(-14, 1.0, 8), rng.normal(-5.5, 0.6, 22), rng.normal(1.0, 1.0, 10)])
+    flagged = quality_from_suspicion(score) < 0.5
+    assert flagged[30:].mean() >= 0.9
+    assert flagged[:30].sum() <= 1
