@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedKFold
 
 FOLDS = 5
 MIN_PER_CLASS = 10   # fewer probes or given masks than this: no learned fusion (equal weights)
-L2 = 0.01            # ridge penalty on the weights, per sample
+L2 = 0.3             # ridge penalty on the weights (the sample weights sum to 1): spreads weight over overlapping evidence
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,66 @@
+"""Score a finished detection run again with the current scoring code, on the networks it trained.
+
+Training is the expensive part of a benchmark run; a change to the evidence or the fusion does
+not need it. This loads ``model.pt`` of a scan made by ``benchmarks/run_detection.py`` (the
+averaged networks that scored), recomputes the signals and the fusion exactly as ``scan`` does,
+and prints AUROC / AP overall and per kind against the copy's ``truth.csv``.
+
+    python -m benchmarks.rescore_detection benchmarks/runs/ph2-40pct benchmarks/runs/ph2-40pct-scan
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from benchmarks.detection_metrics import detection_report
+from benchmarks.make_corrupted import read_truth
+from maskaudit.checkpoint import load_checkpoint
+from maskaudit.dataset import find_dataset
+from maskaudit.models import QualityAwarenessModule
+from maskaudit.predict import load_segmenter
+from maskaudit.prepare import prepare
+from maskaudit.scoring import quality_scores
+from maskaudit.signals import compute_signals
+from maskaudit.train import TrainConfig, TrainResult
+
+
+def rescore(dataset: Path, scan_dir: Path) -> dict:
+    """Detection report and self-check of ``scan_dir``'s networks on ``dataset`` with today's scoring."""
+    unet, state = load_segmenter(scan_dir / "model.pt")
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{key: (tuple(value) if isinstance(value, list) else value)
+                            for key, value in state["config"].items() if key in fields})
+    qam = None
+    if load_checkpoint(scan_dir / "model.pt")["qam"] is not None:
+        qam = QualityAwarenessModule(state["image_channels"], len(state["classes"]), width=config.qam_width)
+        qam.load_state_dict(state["qam"])
+        qam.eval()
+    result = TrainResult(unet=unet, qam=qam, config=config, history_loss=None, history_t=None,
+                         history_weight=None, history_dice=None)
+    data = prepare(find_dataset(dataset), size=config.size, cache_dir=scan_dir / "cache")
+    signals = compute_signals(data, result, seed=config.seed)
+    scores = quality_scores(signals, seed=config.seed)
+    ids = [sample.id for sample in data.index.samples]
+    report = detection_report(read_truth(dataset / "truth.csv"), dict(zip(ids, scores.quality)))
+    return {"report": report, "self_check": scores.self_check_auroc, "weights": scores.fusion.weights}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path, help="the corrupted copy (with truth.csv)")
+    parser.add_argument("scan_dir", type=Path, help="the scan's --out directory (with model.pt and cache/)")
+    args = parser.parse_args(argv)
+    outcome = rescore(args.dataset, args.scan_dir)
+    overall = outcome["report"]["overall"]
+    print(f"{args.dataset.name}: AUROC {overall['auroc']:.3f} AP {overall['ap']:.3f} "
+          f"self-check {outcome['self_check']:.3f}")
+    print("per kind AUROC:", json.dumps({kind: round(m["auroc"], 3) for kind, m in outcome["report"]["per_kind"].items()}))
+    print("fusion weights:", json.dumps({name: round(value, 3) for name, value in outcome["weights"].items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
