@@ -9,11 +9,14 @@ give their cases as samples and the volumes themselves in ``volumes``, to be cut
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..dataset import DatasetIndex, Sample
+from ..errors import DatasetError
 
 if TYPE_CHECKING:
     from ..prepare import Pair
@@ -49,3 +52,13 @@ class DatasetSource:
     @property
     def is_volume(self) -> bool:
         return self.volumes is not None
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path`` (a UTF-8 BOM allowed); DatasetError with one line if it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read {path} ({error})") from error

@@ -15,7 +15,6 @@ Shape key: K categories, H x W pixels of one image.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 from ..dataset import DatasetIndex, Sample, Skipped, file_reason
 from ..errors import DatasetError, InputFileError
 from ..imageio import DEFAULT_MAX_PIXELS, read_image
-from .base import DatasetSource
+from .base import DatasetSource, read_json
 
 __all__ = ["find_annotation_file", "is_coco", "open_coco", "polygon_self_intersects"]
 
@@ -129,12 +128,7 @@ class _Reader:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"cannot read {path} ({error})") from error
+    coco = read_json(path)
     if not isinstance(coco, dict) or any(not isinstance(coco.get(key), list) for key in _REQUIRED_KEYS):
         raise DatasetError(f"{path} is not a COCO instances file: it needs lists images, annotations, categories")
     return coco

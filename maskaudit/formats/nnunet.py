@@ -14,7 +14,6 @@ used at all raises :class:`~maskaudit.errors.DatasetError`.
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from ..dataset import Skipped
 from ..errors import DatasetError, InputFileError
+from .base import DatasetSource, read_json
 
 __all__ = ["VolumeCase", "VolumeIndex", "CaseVolume", "is_nnunet", "find_nnunet", "read_case", "through_plane_axis"]
 
@@ -179,12 +179,7 @@ def read_case(index: VolumeIndex, case: VolumeCase) -> CaseVolume:
 
 
 def _read_dataset_json(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"cannot read {path} ({error})") from error
+    meta = read_json(path)
     if not isinstance(meta, dict):
         raise DatasetError(f"{path} must hold a JSON object with channel_names and labels")
     return meta
@@ -314,10 +309,9 @@ def _shape(shape) -> str:
     return " x ".join(str(int(value)) for value in shape)
 
 
-def open_nnunet(root: Path | str) -> "DatasetSource":
+def open_nnunet(root: Path | str) -> DatasetSource:
     """The nnU-Net v2 raw dataset in ``root`` as a source whose samples are its cases."""
     from ..dataset import DatasetIndex, Sample
-    from .base import DatasetSource
 
     volumes = find_nnunet(root)
     samples = tuple(Sample(case.id, case.images[0], (case.label,)) for case in volumes.cases)
