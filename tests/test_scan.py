@@ -139,14 +139,18 @@ def test_scan_of_a_missing_directory_is_one_line_and_non_zero(tmp_path):
 def test_torchrun_with_two_processes_matches_single_process_detection(scanned, tmp_path):
     """DDP on CPU (gloo): rank 0 alone writes complete outputs and finds the same bad masks."""
     import os
+    import socket
     import subprocess
     import sys
 
+    with socket.socket() as probe:  # a free port, so that nothing else on the machine can collide with it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     dataset, out, truth, _ = scanned
     ddp_out = tmp_path / "ddp"
     environment = dict(os.environ, OMP_NUM_THREADS="1")
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
          "-m", "maskaudit", "scan", str(dataset), "--out", str(ddp_out), *SCAN_OPTIONS, "--no-report"],
         capture_output=True, text=True, env=environment, timeout=600,
     )
@@ -160,8 +164,8 @@ def test_torchrun_with_two_processes_matches_single_process_detection(scanned, t
         return roc_auc_score([truth[row["id"]] for row in rows], [-float(row["quality_score"]) for row in rows])
 
     single, distributed = auroc(out.parent / "first-scores.csv"), auroc(ddp_out / "scores.csv")
-    assert single > 0.85 and distributed > 0.85
-    assert abs(distributed - single) < 0.1  # 10 bad of 40: one swapped pair moves AUROC by 0.003
+    assert single > 0.85 and distributed > 0.85, (single, distributed)
+    assert abs(distributed - single) < 0.1, (single, distributed)  # 10 bad of 40: one swapped pair moves AUROC by 0.003
 
 
 def test_a_baseline_scan_without_a_critic_scores_every_sample(make_layout_a, tmp_path):
