@@ -23,7 +23,7 @@ from .formats import DatasetSource, open_dataset
 from .inference import predicted_masks
 from .prepare import PreparedData, label_values, load_original, prepare
 from .prepare_volumes import VolumeData, prepare_volumes
-from .scoring import quality_scores
+from .scoring import IMAGE_EVIDENCE, quality_scores
 from .signals import compute_signals, concatenate_signals
 from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
@@ -142,7 +142,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
                         progress=progress and group.is_main),
         group,
     ))
-    _require_finite("outputs", {name: value for name, value in vars(signals).items() if name != "probes"})
+    _require_finite("outputs", {name: value for name, value in vars(signals).items()  # image evidence is NaN for empty classes
+                                if name != "probes" and name not in IMAGE_EVIDENCE})
     seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
     if not group.is_main:  # only the main process writes outputs
         shutdown(group)
@@ -261,7 +262,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
                 cluster=int(clusters.labels[position]),
                 outlier=bool(clusters.outlier[position]),
                 outlier_score=float(clusters.outlier_score[position]),
-                edge_misfit=float(scores.evidence["edge_misfit"][position]),
+                edge_misfit=float(np.nan_to_num(np.nanmax(signals.edge_misfit[position], initial=-np.inf), neginf=0.0)),
                 presence_surprise=float(scores.evidence["presence_surprise"][position]),
                 shape_outlier=float(scores.evidence["shape_outlier"][position]),
                 suggestion_confidence=confidence.get(position),

@@ -39,8 +39,10 @@ class Signals:
     qam_features: np.ndarray    # (N, G) pooled QAM penultimate features (G = 0 for probes)
     bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features (F = 0 for probes)
     shape: np.ndarray           # (N, K * D) shape descriptors of the given masks
-    edge_misfit: np.ndarray     # (N,) worst class's edge misfit (maskaudit.evidence.image)
-    low_contrast: np.ndarray    # (N,) minus the weakest class's inside/outside contrast
+    edge_misfit: np.ndarray     # (N, K) edge misfit per class, NaN where empty (maskaudit.evidence.image)
+    step_misfit: np.ndarray     # (N, K) colour-step misfit per class, NaN where empty
+    rim_blend: np.ndarray       # (N, K) likeness of the rims either side of the outline, NaN where empty
+    low_contrast: np.ndarray    # (N, K) minus the inside/outside contrast per class, NaN where empty
     probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy of each mask
 
 

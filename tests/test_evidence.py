@@ -6,7 +6,8 @@ from skimage.draw import disk as draw_disk
 
 from maskaudit.corruptions import dilate
 from maskaudit.evidence.fusion import fuse, self_check_auroc
-from maskaudit.evidence.image import edge_misfit, edge_profile, gradient_magnitude, image_evidence
+from maskaudit.evidence.image import (edge_misfit, edge_profile, gradient_magnitude, image_evidence, intensity_profile,
+                                      fit_class_scale, rim_blend, step_misfit, worst_class)
 from maskaudit.evidence.priors import fit_priors, prior_evidence
 from maskaudit.metrics import shape_descriptors
 
@@ -30,6 +31,19 @@ def test_the_true_outline_sits_on_the_edge_and_an_eroded_one_misses_it():
     assert edge_misfit(edge_profile(magnitude, dilate(mask, 5))) > edge_misfit(profile) + 1.0
 
 
+def test_the_colour_step_sits_on_the_true_outline_under_heavy_speckle():
+    """Speckle (noise sd 60 on a step of 60) hides local edges; the profile averaged along the outline keeps the step."""
+    image, mask = disk_sample(radius=22, size=96, centre=(48, 48), noise=60.0)
+    eroded, dilated = ~dilate(~mask, 7), dilate(mask, 7)
+    true_profile = intensity_profile(image, mask)
+    assert true_profile.shape == (25, 1)
+    assert true_profile[12:, 0].mean() > true_profile[:12, 0].mean() + 50  # inside brighter than outside
+    for wrong in (eroded, dilated):
+        profile = intensity_profile(image, wrong)
+        assert step_misfit(profile) > step_misfit(true_profile) + 1.0
+        assert rim_blend(profile) > rim_blend(true_profile) + 0.3  # the rims either side look alike
+
+
 def test_image_evidence_ranks_a_shifted_mask_below_the_true_one_in_rgb():
     image, mask = disk_sample()
     rgb = np.repeat(image, 3, axis=0)
@@ -37,12 +51,26 @@ def test_image_evidence_ranks_a_shifted_mask_below_the_true_one_in_rgb():
     evidence = image_evidence(np.stack([rgb, rgb]), np.stack([mask[None], shifted[None]]))
     assert evidence["edge_misfit"][1] > evidence["edge_misfit"][0]
     assert evidence["low_contrast"][1] > evidence["low_contrast"][0]  # less contrast = more suspect
+    assert evidence["step_misfit"][1] > evidence["step_misfit"][0]
 
 
-def test_image_evidence_is_zero_for_an_empty_mask():
+def test_image_evidence_leaves_an_empty_class_out():
     image, mask = disk_sample()
-    evidence = image_evidence(image[None], np.zeros((1, 1) + mask.shape, bool))
-    assert evidence["edge_misfit"][0] == 0 and evidence["low_contrast"][0] == 0
+    evidence = image_evidence(image[None], np.stack([np.zeros_like(mask), mask])[None])
+    for values in evidence.values():
+        assert values.shape == (1, 2) and np.isnan(values[0, 0]) and np.isfinite(values[0, 1])
+    scale = fit_class_scale(evidence["edge_misfit"])
+    assert worst_class(np.full((1, 2), np.nan), scale)[0] == 0  # an empty mask: the priors judge it
+
+
+def test_the_worst_class_is_judged_in_its_own_class_spread():
+    rng = np.random.default_rng(0)
+    per_class = np.stack([rng.normal(0, 10, 200), rng.normal(0, 0.1, 200)], axis=1)  # a noisy thin class, a steady one
+    per_class[0] = [5.0, 0.0]   # half a spread off in the noisy class: normal
+    per_class[1] = [0.0, 1.0]   # ten spreads off in the steady class: the suspect
+    worst = worst_class(per_class, fit_class_scale(per_class))
+    assert worst[1] > 5 > worst[0]
+    assert np.argmax(worst) == 1
 
 
 def test_an_empty_mask_among_full_ones_is_the_most_surprising():

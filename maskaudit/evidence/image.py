@@ -4,19 +4,25 @@ does the structure stand out from the ring around it?
 For each class, pixels are binned by their signed distance d to the mask's boundary (d > 0
 inside). The edge profile is the mean gradient magnitude in each bin, d in [-R, R]: where the
 outline follows a real edge the profile peaks at d = 0; an outline drawn a few pixels inside
-or outside the edge (eroded, dilated, shifted) peaks elsewhere. Contrast compares the mean
-intensity inside the mask with the ring just outside it, in units of their spread.
+or outside the edge (eroded, dilated, shifted) peaks elsewhere. The intensity profile is the
+mean colour in each bin: averaged along the whole outline it keeps the step between structure
+and surroundings even where speckle hides every local edge (ultrasound), and that step should
+sit on the outline too. Contrast compares the mean intensity inside the mask with the ring just
+outside it, in units of their spread.
 
 Shape key: b samples, C image channels, K classes, S working resolution.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
 PROFILE_RADIUS = 8   # px at 128 px working size: the reach of the edge profile on each side
 EDGE_SIGMA = 1.5     # px: Gaussian smoothing before the gradient (ultrasound speckle, JPEG noise)
+STEP_RADIUS = 12     # px at 128 px working size: the reach of the intensity profile on each side
 
 
 def gradient_magnitude(image: np.ndarray) -> np.ndarray:
@@ -40,6 +46,48 @@ def edge_profile(magnitude: np.ndarray, mask: np.ndarray, *, radius: int = PROFI
     counts = np.bincount(index, minlength=2 * radius + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts
+
+
+def intensity_profile(image: np.ndarray, mask: np.ndarray, *, radius: int = STEP_RADIUS) -> np.ndarray:
+    """(2 * radius + 1, C) mean colour of image (C, S, S) at signed distance d = -radius..radius px from
+    the boundary of ``mask`` (S, S) bool, d > 0 inside; bins no pixel reaches are interpolated."""
+    signed = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+    bins = np.rint(np.where(mask, signed - 1, signed)).astype(np.int64)
+    keep = np.abs(bins) <= radius
+    index = bins[keep] + radius
+    counts = np.bincount(index, minlength=2 * radius + 1)
+    pixels = np.asarray(image, dtype=np.float64).reshape(len(image), -1)[:, keep.ravel()]
+    profile = np.stack([np.bincount(index, weights=channel, minlength=2 * radius + 1) for channel in pixels], axis=1)
+    reached = np.flatnonzero(counts)
+    profile = profile[reached] / counts[reached, None]
+    return np.stack([np.interp(np.arange(2 * radius + 1), reached, column) for column in profile.T], axis=1)
+
+
+def step_misfit(profile: np.ndarray) -> float:
+    """How much larger the colour step is away from the outline than on it, for an intensity
+    profile (2R + 1, C): the step at d is the colour distance between d - 1 and d + 1; (largest
+    step more than 3 px from the outline - largest within 1 px) / the mean step. 0 or below: the
+    outline sits on the largest step."""
+    step = np.linalg.norm(profile[2:] - profile[:-2], axis=1)  # centred on d = -R + 1 .. R - 1
+    centre = len(step) // 2
+    on_outline = step[centre - 1 : centre + 2].max()
+    away = np.concatenate([step[: centre - 3], step[centre + 4 :]])
+    if not len(away):
+        return 0.0
+    return float((away.max() - on_outline) / (step.mean() + 1e-3))
+
+
+def rim_blend(profile: np.ndarray) -> float:
+    """How alike the colours just inside and just outside the outline are, for an intensity profile
+    (2R + 1, C), relative to structure against background: -|inner rim - outer rim| / (|core - far
+    outside| + 1), rims 4 px wide, core and far outside beyond 7 px (colour units). Near -1: the
+    outline separates the two; near 0: it runs through one region (the rims either side of a
+    dilated outline are both background, of an eroded one both structure)."""
+    radius = len(profile) // 2
+    inner = profile[radius : radius + 4].mean(axis=0)
+    outer = profile[radius - 4 : radius].mean(axis=0)
+    core, far = profile[radius + 7 :].mean(axis=0), profile[: radius - 7].mean(axis=0)
+    return float(-np.linalg.norm(inner - outer) / (np.linalg.norm(core - far) + 1.0))
 
 
 def edge_misfit(profile: np.ndarray) -> float:
@@ -68,18 +116,49 @@ def contrast(image: np.ndarray, mask: np.ndarray, *, ring: int = PROFILE_RADIUS)
 
 
 def image_evidence(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample image evidence for images (b, C, S, S) uint8 and masks (b, K, S, S) bool.
-
-    Returns ``edge_misfit`` (b,): the worst non-empty class's :func:`edge_misfit`, and
-    ``low_contrast`` (b,): minus the weakest non-empty class's :func:`contrast`. Both are 0
-    for an empty mask (the priors judge absence).
+    """Per-class image evidence for images (b, C, S, S) uint8 and masks (b, K, S, S) bool, each
+    (b, K), higher = worse, NaN where the class is empty (the priors judge absence):
+    ``edge_misfit`` (:func:`edge_misfit`), ``step_misfit`` (:func:`step_misfit` of the intensity
+    profile), ``rim_blend`` (:func:`rim_blend`) and ``low_contrast`` (minus :func:`contrast`).
     """
-    misfit, low_contrast = np.zeros(len(images)), np.zeros(len(images))
-    for i, (image, sample_masks) in enumerate(zip(images, np.asarray(masks, dtype=bool))):
-        present = [mask for mask in sample_masks if mask.any()]
-        if not present:
-            continue
-        magnitude = gradient_magnitude(image)
-        misfit[i] = max(edge_misfit(edge_profile(magnitude, mask)) for mask in present)
-        low_contrast[i] = -min(contrast(image, mask) for mask in present)
-    return {"edge_misfit": misfit, "low_contrast": low_contrast}
+    masks = np.asarray(masks, dtype=bool)
+    evidence = {name: np.full(masks.shape[:2], np.nan) for name in ("edge_misfit", "step_misfit", "rim_blend", "low_contrast")}
+    for i, (image, sample_masks) in enumerate(zip(images, masks)):
+        magnitude = None
+        for k, mask in enumerate(sample_masks):
+            if not mask.any():
+                continue
+            magnitude = gradient_magnitude(image) if magnitude is None else magnitude
+            profile = intensity_profile(image, mask)
+            evidence["edge_misfit"][i, k] = edge_misfit(edge_profile(magnitude, mask))
+            evidence["step_misfit"][i, k] = step_misfit(profile)
+            evidence["rim_blend"][i, k] = rim_blend(profile)
+            evidence["low_contrast"][i, k] = -contrast(image, mask)
+    return evidence
+
+
+@dataclass(frozen=True)
+class ClassScale:
+    """Per-class centre and spread of one image-evidence feature over the given masks."""
+
+    centre: np.ndarray  # (K,) median over the masks where the class is present
+    scale: np.ndarray   # (K,) 1.4826 * MAD there (the standard deviation if the MAD is 0; 1 if unseen)
+
+
+def fit_class_scale(per_class: np.ndarray) -> ClassScale:
+    """The :class:`ClassScale` of an evidence array (N, K), NaN where a class is empty."""
+    values = np.asarray(per_class, dtype=np.float64)
+    seen = np.isfinite(values).any(axis=0)
+    filled = np.where(seen, values, 0.0)
+    centre = np.where(seen, np.nanmedian(filled, axis=0), 0.0)
+    mad = 1.4826 * np.nanmedian(np.abs(filled - centre), axis=0)
+    spread = np.where(mad > 1e-9, mad, np.nanstd(filled, axis=0))
+    return ClassScale(centre=centre, scale=np.where(seen & (spread > 1e-9), spread, 1.0))
+
+
+def worst_class(per_class: np.ndarray, scale: ClassScale) -> np.ndarray:
+    """(N,) the worst class's evidence in units of its own class's spread over the given masks, so
+    that a thin structure's noisy profile does not drown a wrong large one; 0 for an empty mask."""
+    z = (np.asarray(per_class, dtype=np.float64) - scale.centre) / scale.scale
+    present = np.isfinite(z)
+    return np.where(present.any(axis=1), np.max(np.where(present, z, -np.inf), axis=1), 0.0)
