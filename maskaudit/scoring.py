@@ -106,13 +106,13 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return np.clip((1 - RANK_SHARE) * posterior + RANK_SHARE * rank_share, 0.0, 1.0)
 
 
-IMAGE_EVIDENCE = ("edge_misfit", "step_misfit", "rim_blend", "low_contrast")  # per-class fields of Signals
+IMAGE_EVIDENCE = ("edge_misfit", "step_misfit", "rim_blend")  # per-class fields of Signals
 
 
-def mask_evidence(signals: "Signals", priors, image_scales: dict, *, own: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def mask_evidence(signals: "Signals", priors, class_scales: dict, *, own: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-feature evidence of a bad label for the masks in ``signals``, each (N,), higher = worse.
 
-    ``priors`` come from :func:`maskaudit.evidence.priors.fit_priors` and ``image_scales`` (one
+    ``priors`` come from :func:`maskaudit.evidence.priors.fit_priors` and ``class_scales`` (one
     :class:`~maskaudit.evidence.image.ClassScale` per name in IMAGE_EVIDENCE) from the given masks;
     ``own`` (N,) is the index of each mask's own given mask, left out of its prior neighbours.
     """
@@ -121,7 +121,9 @@ def mask_evidence(signals: "Signals", priors, image_scales: dict, *, own: np.nda
         "pixel_softmin": -signals.softmin,
         "boundary": np.log1p(signals.boundary.max(axis=1)),
         "critic": -signals.qam_score,
-        **{name: worst_class(getattr(signals, name), image_scales[name]) for name in IMAGE_EVIDENCE},
+        "oversize": worst_class(signals.size_ratio, class_scales["size_ratio"]),
+        "undersize": worst_class(-signals.size_ratio, class_scales["-size_ratio"]),
+        **{name: worst_class(getattr(signals, name), class_scales[name]) for name in IMAGE_EVIDENCE},
         **prior_evidence(priors, signals.shape, own=own),
     }
     if signals.dice.shape[1] > 1:  # one wrong structure among several
@@ -146,10 +148,11 @@ def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
     if signals.probes is None:
         raise ValueError("quality_scores needs the probes' signals, which compute_signals gathers")
     priors = fit_priors(signals.shape)
-    image_scales = {name: fit_class_scale(getattr(signals, name)) for name in IMAGE_EVIDENCE}
+    class_scales = {name: fit_class_scale(getattr(signals, name)) for name in IMAGE_EVIDENCE}
+    class_scales |= {"size_ratio": fit_class_scale(signals.size_ratio), "-size_ratio": fit_class_scale(-signals.size_ratio)}
     own = np.arange(len(signals.softmin))
-    given = mask_evidence(signals, priors, image_scales, own=own)
-    probes = mask_evidence(signals.probes, priors, image_scales, own=own)
+    given = mask_evidence(signals, priors, class_scales, own=own)
+    probes = mask_evidence(signals.probes, priors, class_scales, own=own)
     informative = [name for name, values in given.items() if np.ptp(np.r_[values, probes[name]]) > 0]
     fusion = fuse({name: given[name] for name in informative}, {name: probes[name] for name in informative},
                   seed=seed)

@@ -35,6 +35,7 @@ class Signals:
     dice: np.ndarray            # (N, K) Dice(given mask, segmenter's mask) per class
     boundary: np.ndarray        # (N, K) mean symmetric surface distance, working-resolution px
     softmin: np.ndarray         # (N,) soft minimum over pixels of the probability of the given label
+    size_ratio: np.ndarray      # (N, K) log((given area + 1) / (predicted area + 1)) per class
     qam_score: np.ndarray       # (N,) raw QAM score t of the final model: the label critic
     qam_features: np.ndarray    # (N, G) pooled QAM penultimate features (G = 0 for probes)
     bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features (F = 0 for probes)
@@ -42,7 +43,6 @@ class Signals:
     edge_misfit: np.ndarray     # (N, K) edge misfit per class, NaN where empty (maskaudit.evidence.image)
     step_misfit: np.ndarray     # (N, K) colour-step misfit per class, NaN where empty
     rim_blend: np.ndarray       # (N, K) likeness of the rims either side of the outline, NaN where empty
-    low_contrast: np.ndarray    # (N, K) minus the inside/outside contrast per class, NaN where empty
     probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy of each mask
 
 

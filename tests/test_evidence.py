@@ -50,7 +50,6 @@ def test_image_evidence_ranks_a_shifted_mask_below_the_true_one_in_rgb():
     shifted = np.roll(mask, 9, axis=1)
     evidence = image_evidence(np.stack([rgb, rgb]), np.stack([mask[None], shifted[None]]))
     assert evidence["edge_misfit"][1] > evidence["edge_misfit"][0]
-    assert evidence["low_contrast"][1] > evidence["low_contrast"][0]  # less contrast = more suspect
     assert evidence["step_misfit"][1] > evidence["step_misfit"][0]
 
 
@@ -137,3 +136,17 @@ def test_fusion_with_too_few_samples_falls_back_to_equal_weights():
     fusion = fuse({"a": np.arange(5.0), "b": np.arange(5.0)}, {"a": np.arange(5.0), "b": np.arange(5.0)})
     assert np.isnan(self_check_auroc(fusion, np.ones(5, bool)))
     assert fusion.weights == {"a": 0.5, "b": 0.5}
+
+
+def test_a_dilated_mask_is_oversize_even_when_the_segmenter_over_segments_like_it():
+    from maskaudit.evidence.segmenter import segmenter_evidence
+
+    predicted = np.zeros((1, 64, 64), bool)
+    predicted[0][draw_disk((32, 32), 16, shape=(64, 64))] = True           # the segmenter draws every disk too large
+    masks = np.stack([disk_sample(radius=12 + 0.2 * i)[1][None] for i in range(12)])
+    masks[5, 0] = predicted[0]                                               # one mask dilated to the prediction's size
+    probabilities = np.repeat(predicted[None].astype(np.float32), len(masks), axis=0)
+    evidence = segmenter_evidence(probabilities, masks, multilabel=True)
+    assert np.argmax(evidence["dice"][:, 0]) == 5                            # disagreement calls it the best mask
+    oversize = worst_class(evidence["size_ratio"], fit_class_scale(evidence["size_ratio"]))
+    assert np.argmax(oversize) == 5 and oversize[5] > np.delete(oversize, 5).max() + 1.0

@@ -1,5 +1,5 @@
-"""Image evidence that needs no network: does the mask's boundary sit on the image's edges, and
-does the structure stand out from the ring around it?
+"""Image evidence that needs no network: does the mask's outline sit on the image's edges and on
+the step between structure and surroundings?
 
 For each class, pixels are binned by their signed distance d to the mask's boundary (d > 0
 inside). The edge profile is the mean gradient magnitude in each bin, d in [-R, R]: where the
@@ -7,8 +7,7 @@ outline follows a real edge the profile peaks at d = 0; an outline drawn a few p
 or outside the edge (eroded, dilated, shifted) peaks elsewhere. The intensity profile is the
 mean colour in each bin: averaged along the whole outline it keeps the step between structure
 and surroundings even where speckle hides every local edge (ultrasound), and that step should
-sit on the outline too. Contrast compares the mean intensity inside the mask with the ring just
-outside it, in units of their spread.
+sit on the outline too, with unlike rims on either side of it.
 
 Shape key: b samples, C image channels, K classes, S working resolution.
 """
@@ -102,27 +101,15 @@ def edge_misfit(profile: np.ndarray) -> float:
     return float((np.nanmax(away) - on_outline) / max(float(np.nanmean(profile)), 1e-6))
 
 
-def contrast(image: np.ndarray, mask: np.ndarray, *, ring: int = PROFILE_RADIUS) -> float:
-    """Distance between the mean colour inside ``mask`` and in the ring up to ``ring`` px outside it,
-    over their pooled standard deviation (image (C, S, S)); 0 for an empty or full mask."""
-    outside = ndimage.distance_transform_edt(~mask)
-    band = (outside > 0) & (outside <= ring)
-    if not mask.any() or not band.any():
-        return 0.0
-    pixels = np.asarray(image, dtype=np.float32).reshape(len(image), -1)
-    inner, outer = pixels[:, mask.ravel()], pixels[:, band.ravel()]
-    spread = np.sqrt(0.5 * (inner.var(axis=1) + outer.var(axis=1)).sum()) + 1.0
-    return float(np.linalg.norm(inner.mean(axis=1) - outer.mean(axis=1)) / spread)
-
-
 def image_evidence(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class image evidence for images (b, C, S, S) uint8 and masks (b, K, S, S) bool, each
     (b, K), higher = worse, NaN where the class is empty (the priors judge absence):
     ``edge_misfit`` (:func:`edge_misfit`), ``step_misfit`` (:func:`step_misfit` of the intensity
-    profile), ``rim_blend`` (:func:`rim_blend`) and ``low_contrast`` (minus :func:`contrast`).
+    profile) and ``rim_blend`` (:func:`rim_blend`). (A plain inside/outside contrast was measured
+    too and dropped: no set gained from it, docs/BENCHMARKS.md section 0.3.)
     """
     masks = np.asarray(masks, dtype=bool)
-    evidence = {name: np.full(masks.shape[:2], np.nan) for name in ("edge_misfit", "step_misfit", "rim_blend", "low_contrast")}
+    evidence = {name: np.full(masks.shape[:2], np.nan) for name in ("edge_misfit", "step_misfit", "rim_blend")}
     for i, (image, sample_masks) in enumerate(zip(images, masks)):
         magnitude = None
         for k, mask in enumerate(sample_masks):
@@ -133,7 +120,6 @@ def image_evidence(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarra
             evidence["edge_misfit"][i, k] = edge_misfit(edge_profile(magnitude, mask))
             evidence["step_misfit"][i, k] = step_misfit(profile)
             evidence["rim_blend"][i, k] = rim_blend(profile)
-            evidence["low_contrast"][i, k] = -contrast(image, mask)
     return evidence
 
 

@@ -17,8 +17,11 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
     (b, K, S, S) float; ``valid`` (b, S, S) bool is False on void pixels, which never count (None: none).
 
     Returns ``dice`` (b, K) Dice(mask, prediction) per class, ``boundary`` (b, K) mean surface
-    distance in working-resolution px, and ``softmin`` (b,) the soft minimum over pixels of the
-    probability of the given label (low = somewhere the mask is confidently wrong).
+    distance in working-resolution px, ``softmin`` (b,) the soft minimum over pixels of the
+    probability of the given label (low = somewhere the mask is confidently wrong), and
+    ``size_ratio`` (b, K) log((mask area + 1) / (predicted area + 1)) per class: a segmenter that
+    over- or under-segments everywhere shifts it for every mask alike, so a mask far from the
+    dataset's usual ratio is too large or too small even where the prediction itself is biased.
     """
     predicted = predicted_masks(probabilities, multilabel=multilabel)
     if valid is not None:  # void pixels: no class given, so none predicted either
@@ -28,4 +31,5 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
         "dice": dice_per_class(predicted, masks),
         "boundary": np.stack([boundary_distance(p, g) for p, g in zip(predicted, masks)]),
         "softmin": np.array([softmin_label_quality(p, g, valid=v) for p, g, v in zip(probabilities, masks, valid_rows)]),
+        "size_ratio": np.log((masks.sum(axis=(2, 3)) + 1.0) / (predicted.sum(axis=(2, 3)) + 1.0)),
     }
