@@ -131,7 +131,13 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         data, volume_data = _prepare(source, config, out_dir / "cache", progress=False)
     seconds["load"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    result = train(data, train_config, out_dir=out_dir, resume=config.resume, progress=progress, group=group)
+    sampler = None
+    if volume_data is not None:  # tens of thousands of slices: a fixed number drawn per epoch (maskaudit.sampling)
+        from .sampling import slice_sampler
+
+        sampler = slice_sampler(data.masks, batch_size=config.train.batch_size)
+    result = train(data, train_config, out_dir=out_dir, resume=config.resume, progress=progress, group=group,
+                   sampler=sampler)
     if config.resume and group.is_main:  # the checkpoint fitted: drop what was derived from it before
         _clear_previous_run(out_dir, keep_checkpoint=True)
     seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
