@@ -163,21 +163,25 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
     if volume_data is not None:
-        from .volume_results import case_visuals, rank_cases, write_slices_csv
+        from .volume_results import SlicePictures, rank_cases, report_slices, write_slices_csv
 
         rows, case_scores = rank_cases(volume_data, result.unet, signals, clusters, scores,
                                        threshold=config.threshold, out_dir=out_dir, seed=config.train.seed)
         write_slices_csv(out_dir / "slices.csv", volume_data, signals, clusters, scores)
         position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
         report_index = source.index
+        flagged = report_slices(volume_data, signals, scores, case_scores, threshold=config.threshold)
+        slice_position = {sample.id: i for i, sample in enumerate(data.index.samples)}
+        pictures = SlicePictures(volume_data, result.unet)
 
-        def visuals(case_id: str):  # a case is shown through its worst slice
-            return case_visuals(volume_data, result.unet, position_of[case_id])
+        def visuals(key: str):  # a case is shown through its worst slice, and a flagged slice by its id
+            return pictures(position_of[key] if key in position_of else slice_position[key])
     else:
         rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress,
                                   annotation_ids=source.annotation_ids, reader=source.reader)
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
         report_index = data.index
+        flagged = {}
 
         def visuals(sample_id: str):
             return _sample_visuals(data, result, position_of[sample_id], source)
@@ -190,7 +194,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         from .report import render_report, report_id  # the report is the only user of jinja2
 
         row_coords = np.asarray([clusters.coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2)
-        report_input = _report_input(report_index, config, result, rows, row_coords, seconds, check)
+        report_input = _report_input(report_index, config, result, rows, row_coords, seconds, check, slices=flagged)
         run_id = report_id(report_input)  # in run.json too: `export --decisions` checks it
         render_report(
             report_input,
@@ -306,8 +310,9 @@ def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:
 
 
 def _report_input(index, config: ScanConfig, result: TrainResult, rows: list[ScoreRow],
-                  row_coords: np.ndarray, seconds: dict[str, float], check: dict[str, object]):
-    """The report's data: rows in rank order and ``row_coords`` (R, 2), the 2-D feature map aligned with them."""
+                  row_coords: np.ndarray, seconds: dict[str, float], check: dict[str, object], *, slices=None):
+    """The report's data: rows in rank order and ``row_coords`` (R, 2), the 2-D feature map aligned with them;
+    ``slices``: volumes, {case id: its flagged slices (report.SliceView)}."""
     from .report import ReportInput, SampleRow
 
     row_fields = [name for name in SampleRow.__dataclass_fields__]
@@ -325,6 +330,7 @@ def _report_input(index, config: ScanConfig, result: TrainResult, rows: list[Sco
         version=__version__,
         self_check=check,
         void_value=getattr(index, "void_value", None),
+        slices=slices or {},
     )
 
 

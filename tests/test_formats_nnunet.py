@@ -18,7 +18,7 @@ from maskaudit.formats import detect_format, open_dataset
 from maskaudit.formats.nnunet import find_nnunet, read_case, through_plane_axis
 from maskaudit.prepare_volumes import normalise_case, prepare_volumes
 from maskaudit.summary import describe_source
-from maskaudit.volume_results import aggregate_cases
+from maskaudit.volume_results import aggregate_cases, flagged_slices
 
 HIPPOCAMPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "hippocampus"
 SHAPE = (12, 10, 6)
@@ -81,6 +81,17 @@ def test_case_scores_average_the_worst_fifth_of_slices_and_flag_the_bad_case():
     assert np.argmin(scores.quality) == 5 and scores.quality[5] < 0.5
     assert (np.delete(scores.quality, 5) > 0.5).all()
     assert all(case * 10 <= scores.worst[case] < case * 10 + 10 for case in range(12))
+
+
+def test_flagged_slices_are_the_worst_fifth_a_case_score_averages_in_slice_order():
+    suspicion = np.zeros(120)
+    suspicion[[52, 55, 57]] = [6.0, 7.0, 5.0]  # case 5: its worst two of 10 slices are 55 and 52
+    suspicion[90:120] = np.arange(30)  # case 9 (30 slices): its worst six are 114-119, capped to the worst 4
+    case_of = np.concatenate([np.repeat(np.arange(9), 10), np.full(30, 9)])
+    flagged = flagged_slices(suspicion, case_of, [5, 9], limit=4)
+    assert sorted(flagged) == [5, 9]
+    assert flagged[5].tolist() == [52, 55] and flagged[9].tolist() == [116, 117, 118, 119]
+    assert aggregate_cases(suspicion, case_of, 10).suspicion[5] == pytest.approx(suspicion[flagged[5]].mean())
 
 
 def test_through_plane_axis_is_the_largest_spacing_and_ties_go_to_the_last_axis():
@@ -210,3 +221,11 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
         assert len(handle.read()) > 352  # a real gzip holding a NIfTI header and data
     assert (out / "report.html").is_file()
     assert json.loads((out / "run.json").read_text())["dataset"]["axis"] == 2
+    # the report steps through each suspect case's flagged slices: the worst fifth (2 of 6), in slice order
+    html = (out / "report.html").read_text(encoding="utf-8")
+    data = json.loads(html.split('id="maskaudit-data">', 1)[1].split("</script>", 1)[0])
+    for row in data["rows"]:
+        case_slices = sorted((row_ for row_ in slices if row_["case"] == row["id"]), key=lambda r: -float(r["suspicion"]))
+        assert [entry["label"] for entry in row["slices"]] == [
+            f"slice {index}" for index in sorted(int(r["slice"]) for r in case_slices[:2])]
+        assert all((out / entry[key]).is_file() for entry in row["slices"] for key in ("full", "given", "pred"))
