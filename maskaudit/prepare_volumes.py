@@ -30,6 +30,7 @@ from .atomic import atomic_path, atomic_write_text
 from .dataset import DatasetIndex, Sample, Skipped
 from .errors import DatasetError, InputFileError, OutputDirError
 from .formats.nnunet import CaseVolume, VolumeCase, VolumeIndex, read_case
+from .formats.volume_files import open_volume
 from .prepare import PreparedData, _check_cache_dir, _finish_rows, _open_rows
 
 __all__ = ["VolumeData", "prepare_volumes", "normalise_case", "slice_id"]
@@ -171,13 +172,11 @@ def _load_cache(cache_dir: Path, manifest_path: Path, key: str):
 
 def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path, manifest_path: Path, key: str,
                  progress: bool):
-    import nibabel as nib
-
     failed: list[tuple[str, str]] = []
     counts: dict[str, int] = {}
     for case in volumes.cases:  # headers only: how many rows to allocate
         try:
-            shape = nib.load(volumes.root / case.label).shape
+            shape = open_volume(volumes.root / case.label).shape
             counts[case.id] = int(shape[axis]) if len(shape) == 3 else 0
         except Exception:  # noqa: BLE001 - reported when the case is read
             counts[case.id] = 0

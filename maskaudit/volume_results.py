@@ -12,7 +12,6 @@ Shape key: N slices, K classes, M cases, S working resolution, H x W one slice's
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import math
 from dataclasses import dataclass
@@ -20,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_text
 from .diagnosis import diagnose
 from .export import LIST_SEPARATOR, ScoreRow
 from .scoring import quality_from_suspicion
 from .formats.nnunet import read_case
+from .formats.volume_files import write_label_volume
 from .prepare_volumes import VolumeData
 from .visuals import predict_samples
 
@@ -159,17 +159,10 @@ def _predict_case(volume_data: VolumeData, unet, case: int, worst: int) -> tuple
 
 
 def write_suggested_volume(out_dir: Path, volume_data: VolumeData, case: int, labels: np.ndarray) -> Path:
-    """Write ``labels`` (X, Y, Z) as ``out_dir/labelsTr/<label file name>`` with the label file's affine and header."""
-    import nibabel as nib
-
+    """Write ``labels`` (X, Y, Z) as ``out_dir/labelsTr/<label file name>`` in the label file's format, with its
+    geometry (affine, or spacing, origin and direction), header and data type."""
     item = volume_data.volumes.cases[case]
-    source = nib.load(volume_data.volumes.root / item.label)
-    header = source.header.copy()
-    image = nib.Nifti1Image(labels.astype(header.get_data_dtype()), source.affine, header)
-    payload = image.to_bytes()
-    target = out_dir / "labelsTr" / item.label.name
-    atomic_write_bytes(target, gzip.compress(payload, compresslevel=6) if target.name.endswith(".gz") else payload)
-    return target
+    return write_label_volume(out_dir / "labelsTr" / item.label.name, labels, like=volume_data.volumes.root / item.label)
 
 
 def report_slices(volume_data: VolumeData, signals, scores, case_scores: CaseScores, *, threshold: float) -> dict:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_bytes
 from ..errors import DatasetError, ExportError, InputFileError
 from ..formats.nnunet import find_nnunet, read_case
+from ..formats.volume_files import open_volume
 from ..overlays import encode_png
 from ..volume_results import flagged_slices
 from .samples import ExportSample
@@ -105,14 +106,14 @@ def _read_slices_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _read_suggested(results: ScanResults, row: dict[str, str]) -> np.ndarray | None:
     """(X, Y, Z) labels of ``suggested/labelsTr/<case>`` (written for suspects), or None if the scan wrote none."""
-    import nibabel as nib
-
     path = results.results_dir / "suggested" / row["mask"]
     if not path.is_file():
         return None
     try:
-        return np.asanyarray(nib.load(path).dataobj).astype(np.int64)
-    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds for a damaged file
+        return open_volume(path).array().astype(np.int64)
+    except DatasetError:
+        raise
+    except Exception as error:  # noqa: BLE001 - nibabel and SimpleITK raise many kinds for a damaged file
         raise ExportError(f"the suggested label volume {path} is damaged ({error})") from error
 
 
