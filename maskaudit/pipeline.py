@@ -148,7 +148,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
                         progress=progress and group.is_main),
         group,
     ))
-    _require_finite("outputs", {name: value for name, value in vars(signals).items() if name != "probes"})
+    _require_finite("outputs", {name: value for name, value in vars(signals).items()
+                                if name not in ("probes", "boundary_mm")})  # boundary_mm: NaN for 2-D images
     seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
     if not group.is_main:  # only the main process writes outputs
         shutdown(group)

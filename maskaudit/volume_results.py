@@ -34,7 +34,7 @@ __all__ = ["SLICE_COLUMNS", "CaseScores", "aggregate_cases", "flagged_slices", "
 WORST_FRACTION = 0.2  # a case's score is the mean over this share of its slices, the worst ones
 MAX_FLAGGED_SLICES = 8  # flagged slices of a suspect case shown in the report and exported, at most
 SLICE_COLUMNS = ("case", "slice", "quality_score", "suspicion", "dice_vs_prediction", "dice_per_class",
-                 "boundary_distance", "qam_score", "cluster", "outlier")
+                 "boundary_distance", "qam_score", "cluster", "outlier", "boundary_distance_mm")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, sco
             f"{signals.dice[position].mean():.6f}", LIST_SEPARATOR.join(f"{value:.4f}" for value in signals.dice[position]),
             f"{signals.boundary[position].max():.3f}", f"{signals.qam_score[position]:.6f}",
             int(clusters.labels[position]), int(clusters.outlier[position]),
+            f"{signals.boundary_mm[position].max():.3f}",
         ])
     atomic_write_text(path, buffer.getvalue())
 
@@ -140,6 +141,7 @@ def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, thre
             boundary_distance=float(signals.boundary[worst].max()), cluster=int(clusters.labels[worst]),
             outlier=bool(clusters.outlier[worst]), outlier_score=float(clusters.outlier_score[worst]),
             worst_slice=int(volume_data.slice_of[worst]),
+            boundary_distance_mm=float(signals.boundary_mm[worst].max()),
         ))
     return rows, case_scores
 

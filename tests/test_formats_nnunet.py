@@ -163,6 +163,7 @@ def test_slices_along_the_axis_fill_a_cache_that_is_reused(tmp_path):
     assert sliced.data.masks.shape == (3 * SHAPE[2], 2, 16, 16)
     assert isinstance(sliced.data.images, np.memmap)
     assert sliced.data.original_sizes.tolist()[0] == [12, 10]
+    np.testing.assert_allclose(sliced.data.pixel_mm, np.tile([0.8 * 12 / 16, 0.8 * 10 / 16], (3 * SHAPE[2], 1)))
     assert sliced.slice_of.tolist()[:6] == list(range(6)) and sliced.case_of.tolist()[6] == 1
     assert sliced.data.index.samples[7].id == "case_001/1"
     assert sliced.slices_of_case(1).tolist() == list(range(6, 12))
@@ -174,6 +175,7 @@ def test_slices_along_the_axis_fill_a_cache_that_is_reused(tmp_path):
     np.testing.assert_array_equal(again.data.images, sliced.data.images)
     along_x = prepare_volumes(volumes, size=16, axis=0, cache_dir=tmp_path / "cache")
     assert len(along_x.data.images) == 3 * SHAPE[0] and along_x.data.original_sizes.tolist()[0] == [10, 6]
+    np.testing.assert_allclose(along_x.data.pixel_mm[0], [0.8 * 10 / 16, 2.5 * 6 / 16])  # rows along Y, columns along Z
 
 
 def test_ct_is_clipped_to_the_foreground_window_and_other_channels_are_z_scored():
@@ -204,7 +206,7 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     with open(out / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(row["id"] for row in rows) == [f"case_{case:03d}" for case in range(8)]
-    assert list(rows[0])[-2:] == ["worst_slice", "annotation_ids"]
+    assert list(rows[0])[-3:] == ["worst_slice", "annotation_ids", "boundary_distance_mm"]
     assert all(0 <= int(row["worst_slice"]) < SHAPE[2] for row in rows)
     assert rows[0]["mask"] == f"labelsTr/{rows[0]['id']}.nii.gz"
     with open(out / "slices.csv", newline="") as handle:
@@ -212,6 +214,11 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     assert len(slices) == 8 * SHAPE[2] and slices[0]["case"] == "case_000" and slices[0]["slice"] == "0"
     worst = max((row for row in slices if row["case"] == rows[0]["id"]), key=lambda row: float(row["suspicion"]))
     assert worst["slice"] == rows[0]["worst_slice"]
+    assert worst["boundary_distance_mm"] == rows[0]["boundary_distance_mm"]
+    # working pixels of 0.8 * 12 / 32 by 0.8 * 10 / 32 mm: a distance in mm is 0.25 to 0.3 times the one in px
+    for row in slices:
+        px, mm = float(row["boundary_distance"]), float(row["boundary_distance_mm"])
+        assert 0.25 * px - 1e-3 <= mm <= 0.3 * px + 1e-3
     suggested = nib.load(out / "suggested" / "labelsTr" / f"{rows[0]['id']}.nii.gz")
     original = nib.load(root / "labelsTr" / f"{rows[0]['id']}.nii.gz")
     assert suggested.shape == SHAPE and np.allclose(suggested.affine, original.affine)
