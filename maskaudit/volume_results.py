@@ -1,11 +1,13 @@
-"""Per-case results of a volume scan: slice scores aggregated to cases, slices.csv, suggested NIfTI labels.
+"""Per-case results of a volume scan: slice scores aggregated to cases, slices.csv, suggested label volumes,
+the flagged slices the report steps through.
 
 The pipeline scores 2-D slices; a reviewer fixes cases. A case's suspicion is the mean over its
 most suspicious fifth of slices, and its quality_score the scorer's P(clean) on those case
 suspicions (see :func:`aggregate_cases`); the case's other columns come from its worst slice,
-whose index goes into the last column ``worst_slice``. Suspect cases get a suggested
-label volume: the segmenter's mask of every slice at the slice's original size, stacked back
-along the slicing axis and saved with the label file's affine and header.
+whose index goes into the column ``worst_slice``. Those slices are the case's *flagged slices*
+(:func:`flagged_slices`, at most MAX_FLAGGED_SLICES), drawn in the report and exported. Suspect
+cases get a suggested label volume: the segmenter's mask of every slice at the slice's original
+size, stacked back along the slicing axis and saved in the label file's format and geometry.
 Shape key: N slices, K classes, M cases, S working resolution, H x W one slice's voxels.
 """
 

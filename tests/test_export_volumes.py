@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -182,3 +183,32 @@ def test_label_studio_imports_the_slice_tasks_serves_their_pngs_and_gives_the_su
     case, index = tasks[0]["data"]["maskaudit_id"].split("/")
     png = tmp_path / "tasks.slices" / f"{case}_axis{AXIS}_slice{int(index):04d}.png"
     assert label_studio.get_bytes(tasks[0]["data"]["image"]) == png.read_bytes()
+
+
+def test_coco_slices_read_back_through_datumaro_as_cvat_imports_them(scanned, tmp_path):
+    """CVAT's COCO 1.0 import is Datumaro's COCO reader: every flagged slice's masks must survive it."""
+    import os
+    import subprocess
+
+    from test_export import DATUMARO, DATUMARO_READER
+
+    _, results = scanned
+    python = Path(os.environ.get("MASKAUDIT_DATUMARO_PYTHON", DATUMARO))
+    if not python.is_file():
+        pytest.fail(f"Datumaro is not installed at {python}: run `make datumaro` "
+                    "(or set MASKAUDIT_DATUMARO_PYTHON to a Python that imports datumaro)")
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)  # Datumaro's layout: annotations/ beside images/
+    out = root / "annotations" / "instances_default.json"
+    assert export(str(results), "--format", "coco", "--out", str(out)).exit_code == 0
+    read = subprocess.run([str(python), "-c", DATUMARO_READER, str(root), str(tmp_path / "read")],
+                          capture_output=True, text=True, timeout=300)
+    assert read.returncode == 0, read.stderr
+    found = json.loads((tmp_path / "read.json").read_text())
+    masks = np.load(tmp_path / "read.npz")
+    assert {item_id for item_id, _, _ in found} == {
+        Path(image["file_name"]).stem for image in json.loads(out.read_text())["images"]}
+    for position, (item_id, label, attributes) in enumerate(found):
+        case, index = item_id.split("_axis2_slice")
+        assert attributes["sample_id"] == f"{case}/{int(index)}"
+        assert np.array_equal(masks[f"arr_{position}"], suggested_slice(results, case, int(index))[CLASSES.index(label)])

@@ -117,8 +117,8 @@ def find_nnunet(root: Path | str) -> VolumeIndex:
     if ending in SITK_ENDINGS:
         require_sitk()
     skipped: list[Skipped] = []
-    labels = _nifti_files(root, "labelsTr", skipped)
-    images = _nifti_files(root, "imagesTr", skipped)
+    labels = _volume_files(root, "labelsTr", skipped)
+    images = _volume_files(root, "imagesTr", skipped)
     used: set[str] = set()
     cases: list[VolumeCase] = []
     for case_id, label in sorted(labels.items()):
@@ -231,7 +231,7 @@ def _volume_stem(name: str) -> str | None:
     return None if ending is None else name[: -len(ending)]
 
 
-def _nifti_files(root: Path, folder: str, skipped: list[Skipped]) -> dict[str, Path]:
+def _volume_files(root: Path, folder: str, skipped: list[Skipped]) -> dict[str, Path]:
     """{stem: path relative to root} of the volume files directly in ``root/folder``."""
     directory = root / folder
     if not directory.is_dir():
