@@ -78,15 +78,16 @@ def slice_sampler(masks: np.ndarray, *, batch_size: int = 8, steps: int = DEFAUL
     """A sampler whose default run takes about ``steps`` optimizer steps of ``batch_size`` on the
     (N, K, S, S) masks, however large N is.
 
-    Small sets (``steps * batch_size / N`` of at least MIN_SAMPLED_EPOCHS full epochs) visit every
-    slice each epoch, as a 2-D run does (at most MAX_EPOCHS); larger ones draw
-    ``steps * batch_size / MIN_SAMPLED_EPOCHS`` slices in each of MIN_SAMPLED_EPOCHS epochs.
+    A set of at most ``steps * batch_size / MIN_SAMPLED_EPOCHS`` slices (800 by default) is
+    visited whole each epoch, for as many epochs as fit the budget (MIN_SAMPLED_EPOCHS to
+    MAX_EPOCHS); a larger one draws that many slices in each of MIN_SAMPLED_EPOCHS epochs.
     The masks are read in chunks (they may be a memory map larger than memory).
     """
     num_slices = len(masks)
     if num_slices == 0:
         raise ValueError("cannot sample from an empty set of slices")
     budget = steps * batch_size
-    epochs = int(np.clip(math.ceil(budget / num_slices), MIN_SAMPLED_EPOCHS, MAX_EPOCHS))
-    draws = min(num_slices, math.ceil(budget / epochs))
+    draws = min(num_slices, math.ceil(budget / MIN_SAMPLED_EPOCHS))
+    epochs = MIN_SAMPLED_EPOCHS if draws < num_slices else int(
+        np.clip(math.ceil(budget / num_slices), MIN_SAMPLED_EPOCHS, MAX_EPOCHS))
     return SliceSampler(foreground=classes_present(masks).any(axis=1), draws=draws, epochs=epochs)

@@ -77,6 +77,12 @@ def test_the_epochs_steps_do_not_grow_with_the_number_of_slices():
     assert steps == [DEFAULT_STEPS // MIN_SAMPLED_EPOCHS] * 3
 
 
+@pytest.mark.parametrize("num_slices, draws, epochs", [(120, 120, 40), (800, 800, 10), (799, 799, 11), (801, 800, 10)])
+def test_sets_of_up_to_800_slices_are_visited_whole(num_slices, draws, epochs):
+    sampler = slice_sampler(np.zeros((num_slices, 1, 2, 2), np.uint8), batch_size=8)
+    assert (sampler.draws, sampler.epochs) == (draws, epochs)
+
+
 def test_a_small_set_is_visited_whole_each_epoch_as_in_a_2d_run():
     masks = np.zeros((120, 1, 4, 4), np.uint8)
     masks[:30, 0, 0, 0] = 1
