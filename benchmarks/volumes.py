@@ -7,7 +7,7 @@
     python benchmarks/volumes.py rescore --work /tmp/maskaudit-volumes
 
     # the hippocampus set tiled to >= 20,000 slices at 1x, 4x, 8x -> seconds per stage, peak RSS
-    python benchmarks/volumes.py scale --work /tmp/maskaudit-volumes --factors 1 4 8 [--load-only]
+    python benchmarks/volumes.py scale --work /tmp/maskaudit-volumes --factors 1 4 8 [--load-only | --train-only]
 
 Each measurement runs in a fresh Python process so that peak RSS is that scan's alone. The work
 directory receives the corrupted copy (label files written, images symlinked) and the scan outputs;
@@ -214,14 +214,48 @@ def run_prepare(dataset: Path, cache: Path, size: int) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def run_train(dataset: Path, cache: Path, size: int, epochs: int) -> dict:
+    """Slicing, then ``epochs`` epochs of a scan's training (its slice sampler, no scoring) in a child
+    process: seconds of each, optimizer steps, peak RSS."""
+    code = (
+        "import json, resource, sys, time\n"
+        "from pathlib import Path\n"
+        "from maskaudit.formats.nnunet import find_nnunet, through_plane_axis\n"
+        "from maskaudit.prepare_volumes import prepare_volumes\n"
+        "from maskaudit.sampling import slice_sampler\n"
+        "from maskaudit.train import TrainConfig, train\n"
+        "start = time.perf_counter()\n"
+        "volumes = find_nnunet(sys.argv[1])\n"
+        "data = prepare_volumes(volumes, size=int(sys.argv[3]), axis=through_plane_axis(volumes.spacing),"
+        " cache_dir=Path(sys.argv[2])).data\n"
+        "loaded = time.perf_counter()\n"
+        "sampler = slice_sampler(data.masks)\n"
+        "result = train(data, TrainConfig(size=int(sys.argv[3]), epochs=int(sys.argv[4])), sampler=sampler)\n"
+        "trained = time.perf_counter() - loaded\n"
+        "epochs = result.config.epochs\n"
+        "print(json.dumps({'slices': len(data.images), 'load_seconds': loaded - start, 'train_seconds': trained,"
+        " 'epochs': epochs, 'slices_per_epoch': sampler.draws, 'steps_per_epoch': -(-sampler.draws // 8),"
+        " 'train_seconds_per_epoch': trained / epochs,"
+        " 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code, str(dataset), str(cache), str(size), str(epochs)],
+                               capture_output=True, text=True)
+    if completed.returncode:
+        raise SystemExit(f"training failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def scale(args: argparse.Namespace) -> None:
-    """A whole scan (--epochs, no report) at each factor, or with --load-only just the slicing stage."""
+    """A whole scan (--epochs, no report) at each factor, or with --load-only just the slicing stage,
+    or with --train-only the slicing and --epochs epochs of training."""
     for factor in args.factors:
         dataset = args.work / f"hippocampus-x{factor}"
         cases = tile_dataset(HIPPOCAMPUS, dataset, copies=args.base_copies * factor)
         out = args.work / f"scan-x{factor}"
         if args.load_only:
             measured = run_prepare(dataset, out / "cache", args.size)
+        elif args.train_only:
+            measured = run_train(dataset, out / "cache", args.size, args.epochs)
         else:
             measured = run_scan(dataset, out, ["--size", str(args.size), "--epochs", str(args.epochs), "--no-report"])
         print(json.dumps({"factor": factor, "cases": cases, **measured}), flush=True)
@@ -240,6 +274,8 @@ def main() -> None:
     parser.add_argument("--base-copies", type=int, default=3, help="Copies of each case at 1x (3: ~27,000 slices).")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--load-only", action="store_true", help="scale: measure only the slicing (load) stage.")
+    parser.add_argument("--train-only", action="store_true",
+                        help="scale: measure the slicing and --epochs epochs of training (no scoring).")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

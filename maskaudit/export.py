@@ -36,6 +36,7 @@ SCORE_COLUMNS = (
     "suggestion_confidence",
     "worst_slice",
     "annotation_ids",
+    "boundary_distance_mm",
 )
 LIST_SEPARATOR = ";"
 
@@ -65,6 +66,7 @@ class ScoreRow:
     suggestion_confidence: float | None = None  # [0, 1] trust in the suggested mask; None = no suggestion
     worst_slice: int | None = None  # volumes: index of the case's worst slice along the slicing axis
     annotation_ids: tuple[int, ...] = ()  # COCO: ids of the annotations drawn into the sample's masks
+    boundary_distance_mm: float | None = None  # volumes: boundary_distance in mm; None for 2-D images
 
     def as_csv_fields(self) -> list[str]:
         return [
@@ -89,6 +91,7 @@ class ScoreRow:
             "" if self.suggestion_confidence is None else f"{self.suggestion_confidence:.4f}",
             "" if self.worst_slice is None else str(self.worst_slice),
             LIST_SEPARATOR.join(str(value) for value in self.annotation_ids),
+            "" if self.boundary_distance_mm is None else f"{self.boundary_distance_mm:.3f}",
         ]
 
 

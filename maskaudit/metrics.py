@@ -186,8 +186,9 @@ def _inner_boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=_FOUR_CONNECTED, border_value=0)
 
 
-def boundary_distance(predicted: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """Mean symmetric surface distance, in pixels, per class of one sample.
+def boundary_distance(predicted: np.ndarray, given: np.ndarray, *,
+                      sampling: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Mean symmetric surface distance, in pixels (or in the units of ``sampling``), per class of one sample.
 
     The surface of a mask is its inner boundary (mask pixels with a 4-neighbour outside
     the mask or outside the image). The distance is the mean, over the boundary pixels
@@ -196,7 +197,8 @@ def boundary_distance(predicted: np.ndarray, given: np.ndarray) -> np.ndarray:
 
     Special cases: 0 where both masks of a class are empty; where exactly one is empty
     the distance is undefined and is **capped at the image diagonal**
-    ``sqrt(H**2 + W**2)``, larger than any distance between two non-empty masks.
+    ``sqrt((H * sampling[0])**2 + (W * sampling[1])**2)``, larger than any distance between two
+    non-empty masks.
 
     Parameters
     ----------
@@ -204,11 +206,13 @@ def boundary_distance(predicted: np.ndarray, given: np.ndarray) -> np.ndarray:
         The segmenter's masks of one sample.
     given : ndarray of bool or int {0, 1}, shape (K, H, W)
         The annotated masks of the same sample.
+    sampling : tuple of float
+        Size of a pixel along the rows and the columns (e.g. mm); (1, 1) measures in pixels.
 
     Returns
     -------
     distance : ndarray of float64, shape (K,)
-        Non-negative distances in pixels.
+        Non-negative distances in pixels (in the units of ``sampling``).
 
     Raises
     ------
@@ -221,10 +225,12 @@ def boundary_distance(predicted: np.ndarray, given: np.ndarray) -> np.ndarray:
     >>> g = np.zeros((1, 8, 8), bool); g[0, 2:6, 3:7] = True
     >>> boundary_distance(p, g)
     array([0.5])
+    >>> boundary_distance(p, g, sampling=(2.0, 2.0))  # pixels of 2 x 2 mm
+    array([1.])
     """
     predicted, given = _check_pair(predicted, given, "(K, H, W)")
     k, h, w = predicted.shape
-    diagonal = float(np.hypot(h, w))
+    diagonal = float(np.hypot(h * sampling[0], w * sampling[1]))
     distance = np.zeros(k, dtype=np.float64)
     for c in range(k):
         p, g = predicted[c], given[c]
@@ -245,8 +251,8 @@ def boundary_distance(predicted: np.ndarray, given: np.ndarray) -> np.ndarray:
         )
         edge_p = _inner_boundary(p[box])
         edge_g = _inner_boundary(g[box])
-        to_p = ndimage.distance_transform_edt(~edge_p)
-        to_g = ndimage.distance_transform_edt(~edge_g)
+        to_p = ndimage.distance_transform_edt(~edge_p, sampling=sampling)
+        to_g = ndimage.distance_transform_edt(~edge_g, sampling=sampling)
         total = to_g[edge_p].sum() + to_p[edge_g].sum()
         distance[c] = total / (np.count_nonzero(edge_p) + np.count_nonzero(edge_g))
     return distance

@@ -131,7 +131,13 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         data, volume_data = _prepare(source, config, out_dir / "cache", progress=False)
     seconds["load"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    result = train(data, train_config, out_dir=out_dir, resume=config.resume, progress=progress, group=group)
+    sampler = None
+    if volume_data is not None:  # tens of thousands of slices: a fixed number drawn per epoch (maskaudit.sampling)
+        from .sampling import slice_sampler
+
+        sampler = slice_sampler(data.masks, batch_size=config.train.batch_size)
+    result = train(data, train_config, out_dir=out_dir, resume=config.resume, progress=progress, group=group,
+                   sampler=sampler)
     if config.resume and group.is_main:  # the checkpoint fitted: drop what was derived from it before
         _clear_previous_run(out_dir, keep_checkpoint=True)
     seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -142,8 +148,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
                         progress=progress and group.is_main),
         group,
     ))
-    _require_finite("outputs", {name: value for name, value in vars(signals).items()  # image evidence is NaN for empty classes
-                                if name != "probes" and name not in IMAGE_EVIDENCE})
+    _require_finite("outputs", {name: value for name, value in vars(signals).items()  # NaN by design: image
+                                if name not in ("probes", "boundary_mm", *IMAGE_EVIDENCE)})  # evidence of empty classes, mm in 2-D
     seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
     if not group.is_main:  # only the main process writes outputs
         shutdown(group)
@@ -158,21 +164,25 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
     if volume_data is not None:
-        from .volume_results import case_visuals, rank_cases, write_slices_csv
+        from .volume_results import SlicePictures, rank_cases, report_slices, write_slices_csv
 
         rows, case_scores = rank_cases(volume_data, result.unet, signals, clusters, scores,
                                        threshold=config.threshold, out_dir=out_dir, seed=config.train.seed)
         write_slices_csv(out_dir / "slices.csv", volume_data, signals, clusters, scores)
         position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
         report_index = source.index
+        flagged = report_slices(volume_data, signals, scores, case_scores, threshold=config.threshold)
+        slice_position = {sample.id: i for i, sample in enumerate(data.index.samples)}
+        pictures = SlicePictures(volume_data, result.unet)
 
-        def visuals(case_id: str):  # a case is shown through its worst slice
-            return case_visuals(volume_data, result.unet, position_of[case_id])
+        def visuals(key: str):  # a case is shown through its worst slice, and a flagged slice by its id
+            return pictures(position_of[key] if key in position_of else slice_position[key])
     else:
         rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress,
                                   annotation_ids=source.annotation_ids, reader=source.reader)
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
         report_index = data.index
+        flagged = {}
 
         def visuals(sample_id: str):
             return _sample_visuals(data, result, position_of[sample_id], source)
@@ -185,7 +195,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         from .report import render_report, report_id  # the report is the only user of jinja2
 
         row_coords = np.asarray([clusters.coords[position_of[row.id]] for row in rows]).reshape(len(rows), 2)
-        report_input = _report_input(report_index, config, result, rows, row_coords, seconds, check)
+        report_input = _report_input(report_index, config, result, rows, row_coords, seconds, check, slices=flagged)
         run_id = report_id(report_input)  # in run.json too: `export --decisions` checks it
         render_report(
             report_input,
@@ -301,8 +311,9 @@ def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:
 
 
 def _report_input(index, config: ScanConfig, result: TrainResult, rows: list[ScoreRow],
-                  row_coords: np.ndarray, seconds: dict[str, float], check: dict[str, object]):
-    """The report's data: rows in rank order and ``row_coords`` (R, 2), the 2-D feature map aligned with them."""
+                  row_coords: np.ndarray, seconds: dict[str, float], check: dict[str, object], *, slices=None):
+    """The report's data: rows in rank order and ``row_coords`` (R, 2), the 2-D feature map aligned with them;
+    ``slices``: volumes, {case id: its flagged slices (report.SliceView)}."""
     from .report import ReportInput, SampleRow
 
     row_fields = [name for name in SampleRow.__dataclass_fields__]
@@ -320,6 +331,7 @@ def _report_input(index, config: ScanConfig, result: TrainResult, rows: list[Sco
         version=__version__,
         self_check=check,
         void_value=getattr(index, "void_value", None),
+        slices=slices or {},
     )
 
 

@@ -81,6 +81,9 @@ class PreparedData:
     void : np.ndarray or None
         (N, S, S) ``uint8`` in {0, 1}, 1 = void / ignore pixel (no class, not background), a
         read-only ``np.memmap``; None when the dataset has no void value.
+    pixel_mm : np.ndarray or None
+        (N, 2) ``float64``: size in mm of one working pixel along rows and columns (volume slices,
+        whose voxel spacing is known); None for 2-D images.
     """
 
     index: DatasetIndex
@@ -89,6 +92,7 @@ class PreparedData:
     original_sizes: np.ndarray
     size: int
     void: np.ndarray | None = None
+    pixel_mm: np.ndarray | None = None
 
 
 def read_pair(index: DatasetIndex, sample: Sample, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pair:

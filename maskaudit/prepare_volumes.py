@@ -30,11 +30,12 @@ from .atomic import atomic_path, atomic_write_text
 from .dataset import DatasetIndex, Sample, Skipped
 from .errors import DatasetError, InputFileError, OutputDirError
 from .formats.nnunet import CaseVolume, VolumeCase, VolumeIndex, read_case
+from .formats.volume_files import open_volume
 from .prepare import PreparedData, _check_cache_dir, _finish_rows, _open_rows
 
 __all__ = ["VolumeData", "prepare_volumes", "normalise_case", "slice_id"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the manifest holds each case's voxel spacing
 CT_PERCENTILES = (0.5, 99.5)
 Z_RANGE = 3.0                 # z-scores in [-Z_RANGE, Z_RANGE] fill 0..255
 _FOREGROUND_SAMPLES = 10_000  # foreground voxels drawn per case for the CT percentiles
@@ -49,7 +50,8 @@ class VolumeData:
     ----------
     data : PreparedData
         Slice-level: ``data.index.samples[i]`` is slice i (id ``"<case>/<slice>"``), its image and
-        mask paths are the case's files; images (N, C, S, S) and masks (N, K, S, S) memory maps.
+        mask paths are the case's files; images (N, C, S, S) and masks (N, K, S, S) memory maps;
+        ``data.pixel_mm`` (N, 2) the mm of one working pixel along the slice's rows and columns.
     volumes : VolumeIndex
         The dataset; cases that failed to decode are moved to ``skipped``.
     case_of : np.ndarray
@@ -130,9 +132,11 @@ def prepare_volumes(
                     for case, index in zip(case_of, slice_of))
     index = DatasetIndex(root=volumes.root, layout="A", classes=volumes.classes, samples=samples,
                          skipped=skipped, mask_suffix="")
-    data = PreparedData(index=index, images=images, masks=masks,
-                        original_sizes=np.asarray(manifest["original_sizes"], dtype=np.int64).reshape(-1, 2),
-                        size=size)
+    original_sizes = np.asarray(manifest["original_sizes"], dtype=np.int64).reshape(-1, 2)
+    in_plane = [other for other in range(3) if other != axis]  # a slice's rows, then its columns
+    voxel_mm = np.asarray(manifest["spacing"], dtype=np.float64).reshape(-1, 3)[case_of][:, in_plane]
+    data = PreparedData(index=index, images=images, masks=masks, original_sizes=original_sizes, size=size,
+                        pixel_mm=voxel_mm * original_sizes / size)
     return VolumeData(data=data, volumes=replace(volumes, cases=tuple(kept), skipped=skipped),
                       case_of=case_of, slice_of=slice_of, axis=axis)
 
@@ -171,13 +175,11 @@ def _load_cache(cache_dir: Path, manifest_path: Path, key: str):
 
 def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path, manifest_path: Path, key: str,
                  progress: bool):
-    import nibabel as nib
-
     failed: list[tuple[str, str]] = []
     counts: dict[str, int] = {}
     for case in volumes.cases:  # headers only: how many rows to allocate
         try:
-            shape = nib.load(volumes.root / case.label).shape
+            shape = open_volume(volumes.root / case.label).shape
             counts[case.id] = int(shape[axis]) if len(shape) == 3 else 0
         except Exception:  # noqa: BLE001 - reported when the case is read
             counts[case.id] = 0
@@ -189,6 +191,7 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
     case_of: list[int] = []
     slice_of: list[int] = []
     sizes: list[tuple[int, int]] = []
+    spacings: list[tuple[float, float, float]] = []
     with atomic_path(cache_dir / names[0]) as images_temp, atomic_path(cache_dir / names[1]) as masks_temp:
         images = _open_rows(images_temp, (total, len(volumes.channel_names), size, size))
         masks = _open_rows(masks_temp, (total, len(volumes.classes), size, size))
@@ -211,6 +214,7 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
                 slice_of.append(index)
                 sizes.append(labels.shape)
             kept.append(case.id)
+            spacings.append(volume.spacing)
             if len(kept) % _RELEASE_EVERY == 0:
                 _release_pages(images, masks)
         if not kept:
@@ -220,7 +224,8 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
         _finish_rows(masks, masks_temp, len(case_of))
         del images, masks
     manifest = {"key": key, "images": names[0], "masks": names[1], "cases": kept, "case_of": case_of,
-                "slice_of": slice_of, "original_sizes": [list(item) for item in sizes], "failed": failed}
+                "slice_of": slice_of, "original_sizes": [list(item) for item in sizes], "failed": failed,
+                "spacing": [list(item) for item in spacings]}
     try:
         atomic_write_text(manifest_path, json.dumps(manifest))
     except OSError as error:

@@ -7,6 +7,7 @@ detail view and the triage from a JSON copy of the rows embedded in the page. La
     OUT/report.html
     OUT/assets/report.css, report.js        static files copied from templates/
     OUT/assets/samples/000001-*.jpg|png      pictures of the sample ranked 1, 2, ... (names never use ids)
+    OUT/assets/samples/000001-s03-*.jpg|png  volumes: the detail pictures of the 4th flagged slice of case 1
 
 Shapes: N samples (rows), K classes, H x W pixels of one original image.
 """
@@ -18,7 +19,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -68,6 +69,16 @@ class SampleVisuals:
 
 
 @dataclass(frozen=True)
+class SliceView:
+    """One flagged slice of a volume case, which the detail view steps through."""
+
+    key: str  # passed to ``visuals`` for the slice's pictures (the slice's sample id)
+    label: str  # what the reviewer reads, e.g. "slice 17"
+    quality_score: float  # the slice's own score, [0, 1]
+    dice_vs_prediction: float
+
+
+@dataclass(frozen=True)
 class ReportInput:
     dataset_root: str
     layout: str  # "A" or "B"
@@ -84,6 +95,8 @@ class ReportInput:
     # summary (one sentence), fusion_weights; empty: not shown
     self_check: dict[str, Any] = field(default_factory=dict)
     void_value: int | None = None  # layout A label value of void pixels (hatched in the pictures), or None
+    # volumes: row id -> the case's flagged slices in slice order; only rows with pictures get theirs drawn
+    slices: Mapping[str, tuple[SliceView, ...]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------ template data
@@ -246,8 +259,9 @@ def render_report(
         Everything the page shows; ``rows`` sorted by rank, ``coords`` (N, 2) aligned with them.
     visuals : callable
         ``visuals(sample_id) -> SampleVisuals``, called once per row for the first
-        ``max_visual_samples`` rows by rank only, one at a time. If it raises ``MaskauditError``
-        the row is listed without pictures and the message is shown instead.
+        ``max_visual_samples`` rows by rank only, one at a time, and then with the ``key`` of
+        each of the row's ``report.slices``. If it raises ``MaskauditError`` the row (or slice)
+        is listed without pictures and the message is shown instead.
     out_dir : Path
         Created if missing. Existing files of the same names are replaced atomically.
     max_visual_samples : int
@@ -290,6 +304,9 @@ def render_report(
             assets.append({"error": f"Pictures unavailable: {error}"})
             continue
         assets.append(_write_sample_assets(i, vis, colours, sample_dir, detail_max_side=detail_max_side))
+        if report.rows[i].id in report.slices:
+            assets[-1]["slices"] = _write_slice_assets(i, report.slices[report.rows[i].id], visuals, colours,
+                                                       sample_dir, detail_max_side=detail_max_side)
 
     for name in STATIC_FILES:
         atomic_write_bytes(out_dir / "assets" / name, _template_root().joinpath(name).read_bytes())
@@ -316,6 +333,9 @@ def _validate(report: ReportInput, *, max_visual_samples: int, page_size: int) -
         raise MaskauditError(f"max_visual_samples must be >= 0, got {max_visual_samples}")
     if page_size < 1:
         raise MaskauditError(f"page_size must be >= 1, got {page_size}")
+    unknown = set(report.slices) - {row.id for row in report.rows}
+    if unknown:
+        raise MaskauditError(f"report slices name rows that do not exist: {', '.join(sorted(unknown)[:3])}")
 
 
 def _template_root():
@@ -381,27 +401,60 @@ def _write_sample_assets(i: int, vis: SampleVisuals, colours: list[str], sample_
     if k > len(colours):
         colours = [overlays.class_colour(j) for j in range(k)]
     stem = f"{i + 1:06d}"
-    rel = "assets/samples/"
     thumb = overlays.contour_thumbnail(image, given, predicted, colours, max_side=THUMB_SIDE)
     diff = overlays.disagreement_thumbnail(image, given, predicted, void=void, max_side=THUMB_SIDE)
+    out = _write_files(sample_dir, {"thumb": (f"{stem}-contours.jpg", overlays.encode_jpeg(thumb)),
+                                    "diff": (f"{stem}-disagreement.png", overlays.encode_png(diff))})
+    out.update(tw=int(thumb.shape[1]), th=int(thumb.shape[0]))
+    out.update(_write_detail_assets(stem, (image, given, predicted, void), colours, sample_dir,
+                                    detail_max_side=detail_max_side))
+    return out
+
+
+def _write_slice_assets(i: int, views: tuple[SliceView, ...], visuals: Callable[[str], SampleVisuals],
+                        colours: list[str], sample_dir: Path, *, detail_max_side: int | None) -> list[dict[str, Any]]:
+    """The detail pictures of row ``i``'s flagged slices, one entry per slice (an ``error`` when they fail)."""
+    out = []
+    for j, view in enumerate(views):
+        entry: dict[str, Any] = {"label": view.label, "score": _num(view.quality_score),
+                                 "dice": _num(view.dice_vs_prediction)}
+        try:
+            checked = _check_visuals(visuals(view.key))
+        except MaskauditError as error:
+            entry["error"] = f"Pictures unavailable: {error}"
+        else:
+            entry.update(_write_detail_assets(f"{i + 1:06d}-s{j:02d}", checked, colours, sample_dir,
+                                              detail_max_side=detail_max_side))
+        out.append(entry)
+    return out
+
+
+def _write_files(sample_dir: Path, files: dict[str, tuple[str, bytes]]) -> dict[str, Any]:
+    """Write {key: (file name, bytes)} into ``sample_dir``; return {key: path relative to the report}."""
+    out: dict[str, Any] = {}
+    for key, (name, data) in files.items():
+        atomic_write_bytes(sample_dir / name, data)
+        out[key] = "assets/samples/" + name
+    return out
+
+
+def _write_detail_assets(stem: str, checked: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None],
+                         colours: list[str], sample_dir: Path, *, detail_max_side: int | None) -> dict[str, Any]:
+    """The detail view's image and its two overlays (given, predicted) from ``_check_visuals`` output."""
+    image, given, predicted, void = checked
+    if given.shape[0] > len(colours):
+        colours = [overlays.class_colour(j) for j in range(given.shape[0])]
     size = overlays.fit_size(*image.shape[:2], detail_max_side)
     full = overlays.resize_image(image, size)
     given_ov = overlays.filled_overlay(overlays.resize_masks(given, size), colours,
                                        void=None if void is None else overlays.resize_masks(void[None], size)[0])
     pred_ov = overlays.filled_overlay(overlays.resize_masks(predicted, size), colours)
-    files = {
-        "thumb": (f"{stem}-contours.jpg", overlays.encode_jpeg(thumb)),
-        "diff": (f"{stem}-disagreement.png", overlays.encode_png(diff)),
+    out = _write_files(sample_dir, {
         "full": (f"{stem}-image.jpg", overlays.encode_jpeg(full, quality=90)),
         "given": (f"{stem}-given.png", overlays.encode_png(given_ov)),
         "pred": (f"{stem}-predicted.png", overlays.encode_png(pred_ov)),
-    }
-    out: dict[str, Any] = {}
-    for key, (name, data) in files.items():
-        atomic_write_bytes(sample_dir / name, data)
-        out[key] = rel + name
-    out.update(tw=int(thumb.shape[1]), th=int(thumb.shape[0]), w=int(size[1]), h=int(size[0]),
-               ow=int(image.shape[1]), oh=int(image.shape[0]))
+    })
+    out.update(w=int(size[1]), h=int(size[0]), ow=int(image.shape[1]), oh=int(image.shape[0]))
     return out
 
 

@@ -34,6 +34,7 @@ class Signals:
 
     dice: np.ndarray            # (N, K) Dice(given mask, segmenter's mask) per class
     boundary: np.ndarray        # (N, K) mean symmetric surface distance, working-resolution px
+    boundary_mm: np.ndarray     # (N, K) the same in mm (volumes; NaN for 2-D images and for probes)
     softmin: np.ndarray         # (N,) soft minimum over pixels of the probability of the given label
     size_ratio: np.ndarray      # (N, K) log((given area + 1) / (predicted area + 1)) per class
     qam_score: np.ndarray       # (N,) raw QAM score t of the final model: the label critic
@@ -47,11 +48,12 @@ class Signals:
 
 
 def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray, t: np.ndarray, *,
-                  multilabel: bool, valid: np.ndarray | None) -> dict[str, np.ndarray]:
+                  multilabel: bool, valid: np.ndarray | None, pixel_mm: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
     """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's t (b,),
-    valid (b, S, S) bool (False on void pixels) or None."""
+    valid (b, S, S) bool (False on void pixels) or None, pixel_mm (b, 2) mm per working pixel or None."""
     return {
-        **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid),
+        **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid, pixel_mm=pixel_mm),
         **image_evidence(images, masks),
         "qam_score": t,
         "shape": np.stack([shape_descriptors(m) for m in masks]),
@@ -85,7 +87,9 @@ def compute_signals(
         span = slice(out.start, out.start + len(out.probabilities))
         batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
         valid = valid_pixels(data, rows, span)
-        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, multilabel=multilabel, valid=valid)
+        pixel_mm = None if data.pixel_mm is None else data.pixel_mm[rows.start + span.start : rows.start + span.stop]
+        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, multilabel=multilabel, valid=valid,
+                              pixel_mm=pixel_mm)
         parts.update(qam_features=out.qam_features, bottleneck=out.bottleneck)
         for name, values in parts.items():
             given_parts.setdefault(name, []).append(values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -27,6 +28,7 @@ from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
+    from .sampling import SliceSampler
 
 CHECKPOINT_NAME = "model.pt"
 # Fields that must match for --resume to continue a run rather than start a different one.
@@ -96,13 +98,20 @@ def ranking_stability(history_loss: np.ndarray, window: int = STABILITY_WINDOW) 
     """Spearman correlation between the per-sample mean training loss of the last ``window`` epochs
     and of the ``window`` epochs before them; None until 2 * window epochs exist.
 
-    history_loss: (E, N) per-sample loss of the epochs so far. 1.0 means the order of the samples
-    by loss (the order that makes the late-loss signal) no longer changes.
+    history_loss: (E, N) per-sample loss of the epochs so far, NaN where a sample was not trained on
+    (sampled epochs); only samples trained on in both windows are compared. 1.0 means the order of
+    the samples by loss (the order that makes the late-loss signal) no longer changes.
     """
-    if history_loss.shape[0] < 2 * window or history_loss.shape[1] < 3:
+    if history_loss.shape[0] < 2 * window:
         return None
-    recent = np.nanmean(history_loss[-window:], axis=0)
-    before = np.nanmean(history_loss[-2 * window : -window], axis=0)
+    with warnings.catch_warnings():  # a sample not drawn in a window has no mean there (NaN)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        recent = np.nanmean(history_loss[-window:], axis=0)
+        before = np.nanmean(history_loss[-2 * window : -window], axis=0)
+    both = np.isfinite(recent) & np.isfinite(before)
+    if both.sum() < 3:
+        return None
+    recent, before = recent[both], before[both]
     ranks = [np.argsort(np.argsort(values, kind="stable"), kind="stable") for values in (recent, before)]
     correlation = np.corrcoef(ranks[0], ranks[1])[0, 1]
     return float(correlation) if np.isfinite(correlation) else None
@@ -330,6 +339,7 @@ def train(
     progress: bool = False,
     group: ProcessGroup = ProcessGroup(),
     on_epoch_end: "Callable[[int, UNet, QualityAwarenessModule | None, dict[str, np.ndarray]], None] | None" = None,
+    sampler: "SliceSampler | None" = None,
 ) -> TrainResult:
     """Train the U-Net and the QAM jointly on ``data``, checkpointing to ``out_dir/model.pt`` each epoch.
 
@@ -339,7 +349,8 @@ def train(
     mini-batch), histories are summed across processes, and only the main process checkpoints.
     ``on_epoch_end(epoch, unet, qam, history)``, if given, is called after every epoch (0-based) with
     the weight-averaged networks a run stopped there would return and the (E, N) histories filled
-    up to that epoch.
+    up to that epoch. With a ``sampler`` each epoch trains on the slices it draws (and lasts
+    ``sampler.epochs`` epochs by default); the histories are NaN for samples not drawn in an epoch.
     Raises TrainingError when the loss stops being finite, CheckpointError for a bad checkpoint.
     """
     import time
@@ -353,7 +364,8 @@ def train(
     # global batch is batch_size, or 8 x world_size when that is larger. The default budget counts
     # optimizer steps of that global batch, so it is the same number of steps on any number of processes.
     local_batch_size = max(8, config.batch_size // group.world_size)
-    epochs = config.epochs or default_epochs(num_samples, local_batch_size * group.world_size)
+    epochs = config.epochs or (sampler.epochs if sampler is not None
+                               else default_epochs(num_samples, local_batch_size * group.world_size))
     unet, qam = build_models(image_channels, num_classes, multilabel=multilabel, config=config)
     unet.to(device)
     parameters = list(unet.parameters())
@@ -411,7 +423,9 @@ def train(
         critic_rng = np.random.default_rng([config.seed, epoch, group.rank])
         losses, low_quarter_shares = [], []
         seen = {key: np.zeros_like(values[epoch]) for key, values in history.items()}  # this process's rows
-        batches = epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
+        batches = (epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
+                   if sampler is None else
+                   sampler.epoch_batches(local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size))
         for rows, images, masks in iterate_batches(data.images, data.masks, batches[group.rank :: group.world_size],
                                                    workers=workers, device=device):
             if data.void is not None:  # void rides along as a last channel so that it is warped with the masks
@@ -446,8 +460,11 @@ def train(
             seen["dice"][rows] = dice_i.detach().cpu().numpy()
             losses.append(loss.item())
             low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
-        for key, values in seen.items():  # every sample is seen by exactly one process each epoch
+        drawn = np.zeros(num_samples, bool)
+        drawn[np.concatenate(batches)] = True
+        for key, values in seen.items():  # every drawn sample is seen by exactly one process each epoch
             history[key][epoch] = sum_across(values, group)
+            history[key][epoch][~drawn] = np.nan  # not drawn in this (sampled) epoch: not measured
         broadcast_buffers(unet_module, group)  # the same BatchNorm statistics in every process's average
         average_weights(average_unet, unet_module, first=epoch == 0, decay=config.weight_average)
         if qam is not None:

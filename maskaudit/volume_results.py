@@ -1,18 +1,19 @@
-"""Per-case results of a volume scan: slice scores aggregated to cases, slices.csv, suggested NIfTI labels.
+"""Per-case results of a volume scan: slice scores aggregated to cases, slices.csv, suggested label volumes,
+the flagged slices the report steps through.
 
 The pipeline scores 2-D slices; a reviewer fixes cases. A case's suspicion is the mean over its
 most suspicious fifth of slices, and its quality_score the scorer's P(clean) on those case
 suspicions (see :func:`aggregate_cases`); the case's other columns come from its worst slice,
-whose index goes into the last column ``worst_slice``. Suspect cases get a suggested
-label volume: the segmenter's mask of every slice at the slice's original size, stacked back
-along the slicing axis and saved with the label file's affine and header.
+whose index goes into the column ``worst_slice``. Those slices are the case's *flagged slices*
+(:func:`flagged_slices`, at most MAX_FLAGGED_SLICES), drawn in the report and exported. Suspect
+cases get a suggested label volume: the segmenter's mask of every slice at the slice's original
+size, stacked back along the slicing axis and saved in the label file's format and geometry.
 Shape key: N slices, K classes, M cases, S working resolution, H x W one slice's voxels.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import math
 from dataclasses import dataclass
@@ -20,19 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_text
 from .diagnosis import diagnose
 from .export import LIST_SEPARATOR, ScoreRow
 from .scoring import quality_from_suspicion
 from .formats.nnunet import read_case
+from .formats.volume_files import write_label_volume
 from .prepare_volumes import VolumeData
 from .visuals import predict_samples
 
-__all__ = ["SLICE_COLUMNS", "CaseScores", "aggregate_cases", "rank_cases", "write_slices_csv", "case_visuals"]
+__all__ = ["SLICE_COLUMNS", "CaseScores", "aggregate_cases", "flagged_slices", "rank_cases", "write_slices_csv",
+           "report_slices", "SlicePictures"]
 
 WORST_FRACTION = 0.2  # a case's score is the mean over this share of its slices, the worst ones
+MAX_FLAGGED_SLICES = 8  # flagged slices of a suspect case shown in the report and exported, at most
 SLICE_COLUMNS = ("case", "slice", "quality_score", "suspicion", "dice_vs_prediction", "dice_per_class",
-                 "boundary_distance", "qam_score", "cluster", "outlier")
+                 "boundary_distance", "qam_score", "cluster", "outlier", "boundary_distance_mm")
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,29 @@ def aggregate_cases(suspicion: np.ndarray, case_of: np.ndarray, num_cases: int, 
     case_suspicion = np.zeros(num_cases)
     worst = np.zeros(num_cases, dtype=np.int64)
     for case in range(num_cases):
-        positions = np.arange(bounds[case], bounds[case + 1])
-        order = positions[np.argsort(-suspicion[positions], kind="stable")]
-        case_suspicion[case] = float(np.mean(suspicion[order[: max(1, math.ceil(WORST_FRACTION * len(order)))]]))
+        order = _worst_slices(suspicion, np.arange(bounds[case], bounds[case + 1]))
+        case_suspicion[case] = float(np.mean(suspicion[order]))
         worst[case] = order[0]
     return CaseScores(quality_from_suspicion(case_suspicion, seed=seed), case_suspicion, worst)
+
+
+def _worst_slices(suspicion: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The most suspicious WORST_FRACTION (at least one) of the slice ``positions``, most suspicious first."""
+    order = positions[np.argsort(-suspicion[positions], kind="stable")]
+    return order[: max(1, math.ceil(WORST_FRACTION * len(order)))]
+
+
+def flagged_slices(suspicion: np.ndarray, case_of: np.ndarray, cases, *, limit: int = MAX_FLAGGED_SLICES
+                   ) -> dict[int, np.ndarray]:
+    """{case: sample positions of its flagged slices, in slice order} for each of ``cases``.
+
+    A case's flagged slices are the ones its score averages: its most suspicious fifth (see
+    :func:`aggregate_cases`), at most ``limit`` of them, the most suspicious kept. suspicion: (N,)
+    per slice; case_of: (N,) sorted case position of each slice.
+    """
+    bounds = np.searchsorted(case_of, np.arange(int(case_of.max(initial=-1)) + 2))
+    return {int(case): np.sort(_worst_slices(suspicion, np.arange(bounds[case], bounds[case + 1]))[:limit])
+            for case in cases}
 
 
 def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, scores) -> None:
@@ -85,6 +107,7 @@ def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, sco
             f"{signals.dice[position].mean():.6f}", LIST_SEPARATOR.join(f"{value:.4f}" for value in signals.dice[position]),
             f"{signals.boundary[position].max():.3f}", f"{signals.qam_score[position]:.6f}",
             int(clusters.labels[position]), int(clusters.outlier[position]),
+            f"{signals.boundary_mm[position].max():.3f}",
         ])
     atomic_write_text(path, buffer.getvalue())
 
@@ -120,6 +143,7 @@ def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, thre
             boundary_distance=float(signals.boundary[worst].max()), cluster=int(clusters.labels[worst]),
             outlier=bool(clusters.outlier[worst]), outlier_score=float(clusters.outlier_score[worst]),
             worst_slice=int(volume_data.slice_of[worst]),
+            boundary_distance_mm=float(signals.boundary_mm[worst].max()),
         ))
     return rows, case_scores
 
@@ -139,32 +163,50 @@ def _predict_case(volume_data: VolumeData, unet, case: int, worst: int) -> tuple
 
 
 def write_suggested_volume(out_dir: Path, volume_data: VolumeData, case: int, labels: np.ndarray) -> Path:
-    """Write ``labels`` (X, Y, Z) as ``out_dir/labelsTr/<label file name>`` with the label file's affine and header."""
-    import nibabel as nib
-
+    """Write ``labels`` (X, Y, Z) as ``out_dir/labelsTr/<label file name>`` in the label file's format, with its
+    geometry (affine, or spacing, origin and direction), header and data type."""
     item = volume_data.volumes.cases[case]
-    source = nib.load(volume_data.volumes.root / item.label)
-    header = source.header.copy()
-    image = nib.Nifti1Image(labels.astype(header.get_data_dtype()), source.affine, header)
-    payload = image.to_bytes()
-    target = out_dir / "labelsTr" / item.label.name
-    atomic_write_bytes(target, gzip.compress(payload, compresslevel=6) if target.name.endswith(".gz") else payload)
-    return target
+    return write_label_volume(out_dir / "labelsTr" / item.label.name, labels, like=volume_data.volumes.root / item.label)
 
 
-def case_visuals(volume_data: VolumeData, unet, position: int):
-    """The report's picture of one slice: cached image at the slice's size, given labels from the file, prediction."""
-    from PIL import Image
+def report_slices(volume_data: VolumeData, signals, scores, case_scores: CaseScores, *, threshold: float) -> dict:
+    """{case id: (SliceView, ...)}: the flagged slices of every suspect case, for the report's detail view."""
+    from .report import SliceView
 
-    from .report import SampleVisuals
+    cases = volume_data.volumes.cases
+    suspects = np.flatnonzero(case_scores.quality < threshold)
+    samples = volume_data.data.index.samples
+    return {cases[case].id: tuple(SliceView(key=samples[position].id,
+                                            label=f"slice {int(volume_data.slice_of[position])}",
+                                            quality_score=float(scores.quality[position]),
+                                            dice_vs_prediction=float(signals.dice[position].mean()))
+                                  for position in positions)
+            for case, positions in flagged_slices(scores.suspicion, volume_data.case_of, suspects).items()}
 
-    data = volume_data.data
-    volumes = volume_data.volumes
-    case = volumes.cases[int(volume_data.case_of[position])]
-    labels = np.take(read_case(volumes, case).labels, int(volume_data.slice_of[position]), axis=volume_data.axis)
-    height, width = labels.shape
-    channel = np.asarray(data.images[position, 0])
-    grey = np.asarray(Image.fromarray(channel).resize((width, height), Image.Resampling.BILINEAR))
-    given = np.stack([labels == k + 1 for k in range(len(volumes.classes))])
-    (_, _, predicted), = predict_samples(data, unet, [position])
-    return SampleVisuals(image=np.repeat(grey[..., None], 3, axis=2), given=given, predicted=predicted)
+
+class SlicePictures:
+    """``pictures(position)``: the report's picture of one slice, the cached image at the slice's size,
+    the given labels from the label file and the prediction. The last case's labels are kept, since the
+    report draws a case's slices one after another."""
+
+    def __init__(self, volume_data: VolumeData, unet):
+        self.volume_data, self.unet = volume_data, unet
+        self._labels: tuple[int, np.ndarray] | None = None
+
+    def __call__(self, position: int):
+        from PIL import Image
+
+        from .report import SampleVisuals
+
+        volume_data = self.volume_data
+        data, volumes = volume_data.data, volume_data.volumes
+        case = int(volume_data.case_of[position])
+        if self._labels is None or self._labels[0] != case:
+            self._labels = (case, read_case(volumes, volumes.cases[case]).labels)
+        labels = np.take(self._labels[1], int(volume_data.slice_of[position]), axis=volume_data.axis)
+        height, width = labels.shape
+        channel = np.asarray(data.images[position, 0])
+        grey = np.asarray(Image.fromarray(channel).resize((width, height), Image.Resampling.BILINEAR))
+        given = np.stack([labels == k + 1 for k in range(len(volumes.classes))])
+        (_, _, predicted), = predict_samples(data, self.unet, [position])
+        return SampleVisuals(image=np.repeat(grey[..., None], 3, axis=2), given=given, predicted=predicted)

@@ -126,7 +126,7 @@
   }
 
   /* ------------------------------------------------------------------ filtering and paging */
-  var state = { view: [], page: 0, cursor: -1, detail: -1 };
+  var state = { view: [], page: 0, cursor: -1, detail: -1, slice: -1 };
 
   function filters() {
     return {
@@ -417,24 +417,10 @@
     var b = badges(r);
     $("d-badges").replaceChildren.apply($("d-badges"), Array.prototype.slice.call(b.childNodes));
 
-    var has = !!r.full;
-    $("d-figures").hidden = !has;
-    $("d-noimage").hidden = has;
-    if (has) {
-      ["given", "pred"].forEach(function (which) {
-        var stack = $("d-stack-" + which);
-        stack.style.aspectRatio = r.w + " / " + r.h;
-        stack.style.width = "min(100%, calc(54vh * " + (r.w / r.h).toFixed(4) + "))";
-        var base = $("d-img-" + which);
-        base.src = r.full;
-        base.alt = "image " + r.id;
-        var ov = $("d-ov-" + which);
-        ov.src = which === "given" ? r.given : r.pred;
-        ov.alt = (which === "given" ? "given mask of " : "predicted mask of ") + r.id;
-      });
-    } else {
-      $("d-noimage").textContent = noPictureText(r);
-    }
+    var slices = r.slices || [];
+    $("d-slices").hidden = !slices.length;
+    if (slices.length) showSlice(worstSlice(slices));
+    else showPictures(r, r.id, noPictureText(r));
 
     var scores = [
       ["quality score", fmt(r.score)],
@@ -466,6 +452,45 @@
     $("d-prev").disabled = pos <= 0;
     $("d-next").disabled = pos < 0 || pos >= state.view.length - 1;
     modal.querySelector(".modal-box").focus({ preventScroll: true });
+  }
+
+  /* p: {full, given, pred, w, h} pictures of a sample or of one slice of a volume case */
+  function showPictures(p, name, missing) {
+    var has = !!p.full;
+    $("d-figures").hidden = !has;
+    $("d-noimage").hidden = has;
+    if (!has) { $("d-noimage").textContent = missing; return; }
+    ["given", "pred"].forEach(function (which) {
+      var stack = $("d-stack-" + which);
+      stack.style.aspectRatio = p.w + " / " + p.h;
+      stack.style.width = "min(100%, calc(54vh * " + (p.w / p.h).toFixed(4) + "))";
+      var base = $("d-img-" + which);
+      base.src = p.full;
+      base.alt = "image " + name;
+      var ov = $("d-ov-" + which);
+      ov.src = which === "given" ? p.given : p.pred;
+      ov.alt = (which === "given" ? "given mask of " : "predicted mask of ") + name;
+    });
+  }
+
+  function worstSlice(slices) {
+    var best = 0;
+    slices.forEach(function (s, j) { if (s.score !== null && (slices[best].score === null || s.score < slices[best].score)) best = j; });
+    return best;
+  }
+
+  /* the detail view of a volume case: show its j-th flagged slice (slices are in slice order) */
+  function showSlice(j) {
+    var r = ROWS[state.detail];
+    var slices = r.slices || [];
+    if (!slices.length || j < 0 || j >= slices.length) return;
+    state.slice = j;
+    var s = slices[j];
+    showPictures(s, r.id + " " + s.label, s.error || "No pictures for this slice.");
+    $("d-slice-info").textContent = s.label + " · flagged slice " + (j + 1) + " of " + slices.length;
+    $("d-slice-scores").textContent = "slice score " + fmt(s.score) + " · Dice " + fmt(s.dice);
+    $("d-slice-prev").disabled = j <= 0;
+    $("d-slice-next").disabled = j >= slices.length - 1;
   }
 
   function closeDetail() {
@@ -545,8 +570,14 @@
           if (input) { input.focus(); e.preventDefault(); }
         }
         break;
-      case "ArrowRight": if (!detailOpen) { goPage(state.page + 1); e.preventDefault(); } break;
-      case "ArrowLeft": if (!detailOpen) { goPage(state.page - 1); e.preventDefault(); } break;
+      case "ArrowRight":
+        if (detailOpen) showSlice(state.slice + 1); else goPage(state.page + 1);
+        e.preventDefault();
+        break;
+      case "ArrowLeft":
+        if (detailOpen) showSlice(state.slice - 1); else goPage(state.page - 1);
+        e.preventDefault();
+        break;
       default: break;
     }
   }
@@ -566,6 +597,8 @@
     $("d-close").addEventListener("click", closeDetail);
     $("d-prev").addEventListener("click", function () { move(-1); });
     $("d-next").addEventListener("click", function () { move(1); });
+    $("d-slice-prev").addEventListener("click", function () { showSlice(state.slice - 1); });
+    $("d-slice-next").addEventListener("click", function () { showSlice(state.slice + 1); });
     $("detail").addEventListener("click", function (e) { if (e.target === $("detail")) closeDetail(); });
     $("detail").querySelector(".modal-box").setAttribute("tabindex", "-1");
     $("d-opacity").addEventListener("input", function (e) {

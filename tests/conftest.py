@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny datasets built in tmp_path, DICOM writers, directory hashing."""
+"""Shared fixtures: tiny datasets built in tmp_path, DICOM writers, directory hashing, a Label Studio server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -179,3 +180,100 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# -- a real Label Studio server (tests/test_export.py, tests/test_export_volumes.py) --------------
+
+LABEL_STUDIO = REPO / ".venv-labelstudio" / "bin" / "label-studio"
+LABEL_STUDIO_TOKEN = "0123456789abcdef0123456789abcdef01234567"  # the test server's own API token
+STARTUP_SECONDS = 900  # a fresh database is migrated first: minutes on a busy 2-core machine
+
+
+@dataclass(frozen=True)
+class LabelStudioServer:
+    """A running Label Studio: its base URL and authenticated calls to its API."""
+
+    url: str
+    token: str = LABEL_STUDIO_TOKEN
+
+    def api(self, method: str, path: str, body: object = None) -> object:
+        """Call the JSON API; returns the decoded answer (None when empty)."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(
+            self.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def get_bytes(self, path: str) -> bytes:
+        """The body of a GET of ``path`` (e.g. a task's image URL)."""
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Token {self.token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.read()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A Label Studio server on 127.0.0.1 with SQLite in a temporary directory, shared by the test session
+    (starting one migrates a fresh database: minutes).
+
+    Fails (never skips) when the server cannot be had: `make test` installs it (`make labelstudio`).
+    """
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    executable = Path(os.environ.get("MASKAUDIT_LABEL_STUDIO", LABEL_STUDIO))
+    if not executable.is_file():
+        pytest.fail(f"Label Studio is not installed at {executable}: run `make labelstudio` "
+                    "(or set MASKAUDIT_LABEL_STUDIO to a label-studio executable)")
+    data = tmp_path_factory.mktemp("label-studio")
+    port = _free_port()
+    env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data), "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "/"}
+    env.pop("HOST", None)  # Label Studio reads HOST as its public URL
+    log = open(data / "server.log", "wb")
+    server = subprocess.Popen(
+        [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(data), "--username", "maskaudit@example.com", "--password", "maskaudit-test",
+         "--user-token", LABEL_STUDIO_TOKEN],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/version", timeout=10):
+                    break
+            except OSError:
+                pass
+            tail = (data / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+            if server.poll() is not None:
+                pytest.fail(f"Label Studio exited with code {server.returncode}: {' | '.join(tail)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"Label Studio did not answer on {url} within {STARTUP_SECONDS} s: {' | '.join(tail)}")
+            time.sleep(2)
+        yield LabelStudioServer(url)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started, nothing else
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

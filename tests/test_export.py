@@ -319,113 +319,31 @@ def test_layout_a_suggestions_are_read_as_label_indices(tmp_path):
     assert _read_suggested(results, "missing", (2, 2, 3)) is None
 
 
-# -- a real Label Studio server ----------------------------------------------------------------
-
-LABEL_STUDIO = Path(__file__).resolve().parents[1] / ".venv-labelstudio" / "bin" / "label-studio"
-LABEL_STUDIO_TOKEN = "0123456789abcdef0123456789abcdef01234567"  # the test server's own API token
-STARTUP_SECONDS = 900  # a fresh database is migrated first: minutes on a busy 2-core machine
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
-    """The base URL of a Label Studio server on 127.0.0.1 with SQLite in a temporary directory.
-
-    Fails (never skips) when the server cannot be had: `make test` installs it (`make labelstudio`).
-    """
-    import os
-    import signal
-    import subprocess
-    import time
-    import urllib.request
-
-    executable = Path(os.environ.get("MASKAUDIT_LABEL_STUDIO", LABEL_STUDIO))
-    if not executable.is_file():
-        pytest.fail(f"Label Studio is not installed at {executable}: run `make labelstudio` "
-                    "(or set MASKAUDIT_LABEL_STUDIO to a label-studio executable)")
-    data = tmp_path_factory.mktemp("label-studio")
-    port = _free_port()
-    env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data), "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "/"}
-    env.pop("HOST", None)  # Label Studio reads HOST as its public URL
-    log = open(data / "server.log", "wb")
-    server = subprocess.Popen(
-        [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(data), "--username", "maskaudit@example.com", "--password", "maskaudit-test",
-         "--user-token", LABEL_STUDIO_TOKEN],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/version", timeout=10):
-                    break
-            except OSError:
-                pass
-            tail = (data / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
-            if server.poll() is not None:
-                pytest.fail(f"Label Studio exited with code {server.returncode}: {' | '.join(tail)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"Label Studio did not answer on {url} within {STARTUP_SECONDS} s: {' | '.join(tail)}")
-            time.sleep(2)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started, nothing else
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
-
-
-def _api(url: str, method: str, path: str, body: object = None) -> object:
-    import urllib.request
-
-    request = urllib.request.Request(
-        url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Token {LABEL_STUDIO_TOKEN}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        payload = response.read()
-    return json.loads(payload) if payload else None
-
+# -- a real Label Studio server (the ``label_studio`` fixture of conftest.py) --------------------
 
 @pytest.mark.slow
 def test_label_studio_imports_the_tasks_and_gives_the_suggestions_back(scanned, label_studio, tmp_path):
-    import urllib.request
-
     dataset, results = scanned
     out = tmp_path / "tasks.json"
     outcome = export(str(results), "--format", "labelstudio", "--out", str(out))
     assert outcome.exit_code == 0, outcome.output
     config = (tmp_path / "tasks.label_config.xml").read_text()
-    project = _api(label_studio, "POST", "/api/projects", {"title": "maskaudit suspects", "label_config": config})
-    imported = _api(label_studio, "POST", f"/api/projects/{project['id']}/import", json.loads(out.read_text()))
+    project = label_studio.api("POST", "/api/projects", {"title": "maskaudit suspects", "label_config": config})
+    imported = label_studio.api("POST", f"/api/projects/{project['id']}/import", json.loads(out.read_text()))
     rows = read_scores_csv(results / "scores.csv")
     assert imported["task_count"] == imported["prediction_count"] == imported["annotation_count"] == len(rows)
 
-    tasks = _api(label_studio, "GET", f"/api/tasks?project={project['id']}&page_size=1000")["tasks"]
+    tasks = label_studio.api("GET", f"/api/tasks?project={project['id']}&page_size=1000")["tasks"]
     assert sorted(task["data"]["maskaudit_id"] for task in tasks) == sorted(row["id"] for row in rows)
     for task in tasks:
         sample_id = task["data"]["maskaudit_id"]
-        (prediction,) = _api(label_studio, "GET", f"/api/predictions?task={task['id']}")
+        (prediction,) = label_studio.api("GET", f"/api/predictions?task={task['id']}")
         assert np.array_equal(decode_brush_regions(prediction["result"]), suggested(results, sample_id))
-        (annotation,) = _api(label_studio, "GET", f"/api/tasks/{task['id']}/annotations")
+        (annotation,) = label_studio.api("GET", f"/api/tasks/{task['id']}/annotations")
         assert np.array_equal(decode_brush_regions(annotation["result"]), given(dataset, sample_id))
 
     # the default image URL is served once the project has a local storage at the dataset root (see README)
-    _api(label_studio, "POST", "/api/storages/localfiles",
-         {"project": project["id"], "path": str(dataset), "title": "dataset", "use_blob_urls": False})
-    request = urllib.request.Request(label_studio + tasks[0]["data"]["image"],
-                                     headers={"Authorization": f"Token {LABEL_STUDIO_TOKEN}"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.read() == (dataset / "images" / f"{tasks[0]['data']['maskaudit_id']}.png").read_bytes()
+    label_studio.api("POST", "/api/storages/localfiles",
+                     {"project": project["id"], "path": str(dataset), "title": "dataset", "use_blob_urls": False})
+    assert label_studio.get_bytes(tasks[0]["data"]["image"]) == (
+        dataset / "images" / f"{tasks[0]['data']['maskaudit_id']}.png").read_bytes()

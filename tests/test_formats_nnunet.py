@@ -18,7 +18,7 @@ from maskaudit.formats import detect_format, open_dataset
 from maskaudit.formats.nnunet import find_nnunet, read_case, through_plane_axis
 from maskaudit.prepare_volumes import normalise_case, prepare_volumes
 from maskaudit.summary import describe_source
-from maskaudit.volume_results import aggregate_cases
+from maskaudit.volume_results import aggregate_cases, flagged_slices
 
 HIPPOCAMPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "hippocampus"
 SHAPE = (12, 10, 6)
@@ -81,6 +81,17 @@ def test_case_scores_average_the_worst_fifth_of_slices_and_flag_the_bad_case():
     assert np.argmin(scores.quality) == 5 and scores.quality[5] < 0.5
     assert (np.delete(scores.quality, 5) > 0.5).all()
     assert all(case * 10 <= scores.worst[case] < case * 10 + 10 for case in range(12))
+
+
+def test_flagged_slices_are_the_worst_fifth_a_case_score_averages_in_slice_order():
+    suspicion = np.zeros(120)
+    suspicion[[52, 55, 57]] = [6.0, 7.0, 5.0]  # case 5: its worst two of 10 slices are 55 and 52
+    suspicion[90:120] = np.arange(30)  # case 9 (30 slices): its worst six are 114-119, capped to the worst 4
+    case_of = np.concatenate([np.repeat(np.arange(9), 10), np.full(30, 9)])
+    flagged = flagged_slices(suspicion, case_of, [5, 9], limit=4)
+    assert sorted(flagged) == [5, 9]
+    assert flagged[5].tolist() == [52, 55] and flagged[9].tolist() == [116, 117, 118, 119]
+    assert aggregate_cases(suspicion, case_of, 10).suspicion[5] == pytest.approx(suspicion[flagged[5]].mean())
 
 
 def test_through_plane_axis_is_the_largest_spacing_and_ties_go_to_the_last_axis():
@@ -152,6 +163,7 @@ def test_slices_along_the_axis_fill_a_cache_that_is_reused(tmp_path):
     assert sliced.data.masks.shape == (3 * SHAPE[2], 2, 16, 16)
     assert isinstance(sliced.data.images, np.memmap)
     assert sliced.data.original_sizes.tolist()[0] == [12, 10]
+    np.testing.assert_allclose(sliced.data.pixel_mm, np.tile([0.8 * 12 / 16, 0.8 * 10 / 16], (3 * SHAPE[2], 1)))
     assert sliced.slice_of.tolist()[:6] == list(range(6)) and sliced.case_of.tolist()[6] == 1
     assert sliced.data.index.samples[7].id == "case_001/1"
     assert sliced.slices_of_case(1).tolist() == list(range(6, 12))
@@ -163,6 +175,7 @@ def test_slices_along_the_axis_fill_a_cache_that_is_reused(tmp_path):
     np.testing.assert_array_equal(again.data.images, sliced.data.images)
     along_x = prepare_volumes(volumes, size=16, axis=0, cache_dir=tmp_path / "cache")
     assert len(along_x.data.images) == 3 * SHAPE[0] and along_x.data.original_sizes.tolist()[0] == [10, 6]
+    np.testing.assert_allclose(along_x.data.pixel_mm[0], [0.8 * 10 / 16, 2.5 * 6 / 16])  # rows along Y, columns along Z
 
 
 def test_ct_is_clipped_to_the_foreground_window_and_other_channels_are_z_scored():
@@ -193,7 +206,7 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     with open(out / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(row["id"] for row in rows) == [f"case_{case:03d}" for case in range(8)]
-    assert list(rows[0])[-2:] == ["worst_slice", "annotation_ids"]
+    assert list(rows[0])[-3:] == ["worst_slice", "annotation_ids", "boundary_distance_mm"]
     assert all(0 <= int(row["worst_slice"]) < SHAPE[2] for row in rows)
     assert rows[0]["mask"] == f"labelsTr/{rows[0]['id']}.nii.gz"
     with open(out / "slices.csv", newline="") as handle:
@@ -201,6 +214,11 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     assert len(slices) == 8 * SHAPE[2] and slices[0]["case"] == "case_000" and slices[0]["slice"] == "0"
     worst = max((row for row in slices if row["case"] == rows[0]["id"]), key=lambda row: float(row["suspicion"]))
     assert worst["slice"] == rows[0]["worst_slice"]
+    assert worst["boundary_distance_mm"] == rows[0]["boundary_distance_mm"]
+    # working pixels of 0.8 * 12 / 32 by 0.8 * 10 / 32 mm: a distance in mm is 0.25 to 0.3 times the one in px
+    for row in slices:
+        px, mm = float(row["boundary_distance"]), float(row["boundary_distance_mm"])
+        assert 0.25 * px - 1e-3 <= mm <= 0.3 * px + 1e-3
     suggested = nib.load(out / "suggested" / "labelsTr" / f"{rows[0]['id']}.nii.gz")
     original = nib.load(root / "labelsTr" / f"{rows[0]['id']}.nii.gz")
     assert suggested.shape == SHAPE and np.allclose(suggested.affine, original.affine)
@@ -210,3 +228,11 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
         assert len(handle.read()) > 352  # a real gzip holding a NIfTI header and data
     assert (out / "report.html").is_file()
     assert json.loads((out / "run.json").read_text())["dataset"]["axis"] == 2
+    # the report steps through each suspect case's flagged slices: the worst fifth (2 of 6), in slice order
+    html = (out / "report.html").read_text(encoding="utf-8")
+    data = json.loads(html.split('id="maskaudit-data">', 1)[1].split("</script>", 1)[0])
+    for row in data["rows"]:
+        case_slices = sorted((row_ for row_ in slices if row_["case"] == row["id"]), key=lambda r: -float(r["suspicion"]))
+        assert [entry["label"] for entry in row["slices"]] == [
+            f"slice {index}" for index in sorted(int(r["slice"]) for r in case_slices[:2])]
+        assert all((out / entry[key]).is_file() for entry in row["slices"] for key in ("full", "given", "pred"))

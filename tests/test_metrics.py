@@ -135,6 +135,19 @@ def test_boundary_distance_grows_with_shift():
     assert 0 < d[0] < d[1] < d[2]
 
 
+def test_boundary_distance_in_mm_scales_rows_and_columns_by_their_own_pixel_size():
+    p, below, right = (np.zeros((1, 8, 8), bool) for _ in range(3))
+    p[0, 2, 2] = below[0, 4, 2] = right[0, 2, 4] = True  # one-pixel masks 2 px apart
+    assert boundary_distance(p, below, sampling=(5.0, 3.0))[0] == pytest.approx(10.0)  # 2 rows of 5 mm
+    assert boundary_distance(p, right, sampling=(5.0, 3.0))[0] == pytest.approx(6.0)  # 2 columns of 3 mm
+    square_p = square(4, 4, 8, size=24)[None]
+    shifted = np.roll(square_p, 3, axis=2)
+    assert boundary_distance(square_p, shifted, sampling=(0.5, 0.5))[0] == pytest.approx(
+        0.5 * boundary_distance(square_p, shifted)[0])
+    empty = np.zeros((1, 8, 8), bool)
+    assert boundary_distance(p, empty, sampling=(5.0, 3.0))[0] == pytest.approx(np.hypot(40.0, 24.0))  # the diagonal
+
+
 def test_boundary_distance_rejects_batch_shape():
     with pytest.raises(ValueError, match=r"shape \(K, H, W\)"):
         boundary_distance(np.zeros((1, 1, 4, 4), bool), np.zeros((1, 1, 4, 4), bool))

@@ -270,3 +270,72 @@ def test_contour_thumbnail_draws_class_colours():
     overlay = overlays.filled_overlay(vis.given, colours)
     assert overlay.shape == (80, 100, 4)
     assert set(np.unique(overlay[..., 3])) == {0, 110, 255}
+
+
+def slice_report(n: int = 4, *, slices_per_case: int = 3) -> ReportInput:
+    """``make_report`` as a volume run: rows 0 and 1 (suspect cases) have flagged slices."""
+    rep = make_report(n, ids=["case_a", "case_b"])
+    slices = {row.id: tuple(report.SliceView(key=f"{row.id}/{4 + 2 * j}", label=f"slice {4 + 2 * j}",
+                                             quality_score=0.1 + 0.1 * ((j + 1) % slices_per_case),
+                                             dice_vs_prediction=0.5)
+                            for j in range(slices_per_case))
+              for row in rep.rows[:2]}
+    return ReportInput(**{**rep.__dict__, "slices": slices})
+
+
+def slice_visuals(rep: ReportInput, calls: list[str]):
+    """Rows as in ``visuals_for``; a slice key '<case>/<k>' gives a k-pixel-wide shift and a 20 + k px high picture."""
+    rows = visuals_for(rep)
+
+    def load(key: str) -> SampleVisuals:
+        calls.append(key)
+        if "/" not in key:
+            return rows(key)
+        k = int(key.rsplit("/", 1)[1])
+        return make_visuals(k, h=20 + k, k=len(rep.classes))
+
+    return load
+
+
+def test_flagged_slices_of_cases_with_pictures_get_detail_pictures(tmp_path):
+    rep = slice_report()
+    calls: list[str] = []
+    path = render_report(rep, slice_visuals(rep, calls), tmp_path, max_visual_samples=1)
+    data = embedded_data(path.read_text(encoding="utf-8"))
+    # only the first row has pictures, so only its slices are drawn (the report stays bounded)
+    assert calls == ["case_a", "case_a/4", "case_a/6", "case_a/8"]
+    first, second = data["rows"][0], data["rows"][1]
+    assert "slices" not in second and "slices" not in data["rows"][2]
+    assert [entry["label"] for entry in first["slices"]] == ["slice 4", "slice 6", "slice 8"]
+    assert [entry["score"] for entry in first["slices"]] == pytest.approx([0.2, 0.3, 0.1])
+    for k, entry in zip((4, 6, 8), first["slices"]):
+        assert "thumb" not in entry  # detail pictures only
+        for key in ("full", "given", "pred"):
+            with Image.open(tmp_path / entry[key]) as picture:
+                assert picture.size == (32, 20 + k)
+        assert (entry["ow"], entry["oh"]) == (32, 20 + k)
+    assert len(list((tmp_path / "assets" / "samples").iterdir())) == 5 + 3 * 3
+
+
+def test_a_slice_whose_pictures_fail_carries_the_reason(tmp_path):
+    rep = slice_report()
+    calls: list[str] = []
+    good = slice_visuals(rep, calls)
+
+    def load(key: str) -> SampleVisuals:
+        if key == "case_a/6":
+            raise InputFileError("labelsTr/case_a.nii.gz: truncated")
+        return good(key)
+
+    data = embedded_data(render_report(rep, load, tmp_path).read_text(encoding="utf-8"))
+    entries = data["rows"][0]["slices"]
+    assert "truncated" in entries[1]["error"] and "full" not in entries[1]
+    assert entries[0]["full"] and entries[2]["full"]
+
+
+def test_slices_of_unknown_rows_raise_before_touching_disk(tmp_path):
+    rep = slice_report()
+    bad = ReportInput(**{**rep.__dict__, "slices": {**rep.slices, "nope": rep.slices["case_a"]}})
+    with pytest.raises(MaskauditError, match="slices name rows that do not exist: nope"):
+        render_report(bad, slice_visuals(bad, []), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from maskaudit.report import ReportInput, SampleRow, render_report
-from test_report import make_report, make_visuals
+from test_report import make_report, make_visuals, slice_report, slice_visuals
 
 pytestmark = pytest.mark.browser
 
@@ -210,6 +210,46 @@ def test_detail_view_and_cluster_map(driver, scores):
     assert modal.is_displayed()
     assert driver.find_element(By.ID, "d-title").text == table[3]["id"]
     driver.find_element(By.ID, "d-close").click()
+    assert severe_logs(driver) == []
+
+
+@pytest.fixture(scope="module")
+def volume_report(tmp_path_factory):
+    """A volume run's report: cases case_a and case_b step through 3 flagged slices (4, 6, 8; 8 the worst)."""
+    rep = slice_report(6)
+    return render_report(rep, slice_visuals(rep, []), tmp_path_factory.mktemp("volumes") / "out")
+
+
+def slice_state(driver) -> tuple[str, str, bool, bool]:
+    return (driver.find_element(By.ID, "d-slice-info").text, driver.find_element(By.ID, "d-img-given").get_attribute("src"),
+            driver.find_element(By.ID, "d-slice-prev").is_enabled(), driver.find_element(By.ID, "d-slice-next").is_enabled())
+
+
+def test_the_detail_view_steps_through_a_cases_flagged_slices(driver, volume_report):
+    open_report(driver, volume_report)
+    driver.find_element(By.CSS_SELECTOR, '#rows li.row[data-i="0"] .sid').click()
+    assert driver.find_element(By.ID, "d-slices").is_displayed()
+    info, worst_src, has_prev, has_next = slice_state(driver)
+    assert info == "slice 8 · flagged slice 3 of 3" and has_prev and not has_next  # opens on the worst slice
+    assert "slice score 0.100" in driver.find_element(By.ID, "d-slice-scores").text
+    ActionChains(driver).send_keys(Keys.ARROW_LEFT).perform()
+    info, src, has_prev, has_next = slice_state(driver)
+    assert info == "slice 6 · flagged slice 2 of 3" and src != worst_src and has_prev and has_next
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script(
+        "const i = document.getElementById('d-img-given'); return i.complete && i.naturalHeight === 26"))
+    driver.find_element(By.ID, "d-slice-prev").click()
+    assert slice_state(driver)[0] == "slice 4 · flagged slice 1 of 3" and not slice_state(driver)[2]
+    ActionChains(driver).send_keys(Keys.ARROW_LEFT).perform()  # nothing before the first
+    assert slice_state(driver)[0] == "slice 4 · flagged slice 1 of 3"
+    driver.find_element(By.ID, "d-slice-next").click()
+    assert slice_state(driver)[0] == "slice 6 · flagged slice 2 of 3"
+    ActionChains(driver).send_keys("j").perform()  # the next case opens on its own worst slice
+    assert driver.find_element(By.ID, "d-title").text == "case_b"
+    assert slice_state(driver)[0] == "slice 8 · flagged slice 3 of 3"
+    ActionChains(driver).send_keys("j").perform()  # a case without flagged slices shows its one picture
+    assert not driver.find_element(By.ID, "d-slices").is_displayed()
+    assert driver.find_element(By.ID, "d-figures").is_displayed()
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
     assert severe_logs(driver) == []
 
 

@@ -66,12 +66,38 @@ def export_scan(results_dir: Path, out: Path, *, format_name: str, everything: b
     from .scan_results import load_scan_results, select_rows
 
     results = load_scan_results(results_dir)
+    if results.format == "nnunet":  # one sample per flagged slice, its image a PNG in a folder beside ``out``
+        from .volume_samples import iter_volume_samples, slices_dir
+
+        images_dir = slices_dir(Path(out))
+        exporter = make_exporter(format_name, dataset_root=Path(os.path.abspath(images_dir)), image_prefix=image_prefix)
+        files = exporter.outputs(Path(out))
+        _check_outputs(files, results.dataset_root, overwrite=overwrite)
+        _check_images_dir(images_dir, results.dataset_root, overwrite=overwrite)
+        rows = select_rows(results, everything=everything, decisions=decisions)
+        samples = iter_volume_samples(results, rows, images_dir=images_dir, progress=progress)
+        count = exporter.write(Path(out), samples, classes=results.classes)
+        return ExportSummary(count=count, files=(*files, images_dir))
     exporter = make_exporter(format_name, dataset_root=results.dataset_root, image_prefix=image_prefix)
     files = exporter.outputs(Path(out))
     _check_outputs(files, results.dataset_root, overwrite=overwrite)
     rows = select_rows(results, everything=everything, decisions=decisions)
     count = exporter.write(Path(out), iter_samples(results, rows, progress=progress), classes=results.classes)
     return ExportSummary(count=count, files=files)
+
+
+def _check_images_dir(images_dir: Path, dataset_root: Path, *, overwrite: bool) -> None:
+    """Refuse a slice-image folder inside the dataset, one that is a file, or a non-empty one without ``overwrite``
+    (with it, the folder's old PNGs are removed so that it holds only this export's images)."""
+    if Path(os.path.realpath(dataset_root)) in Path(os.path.realpath(images_dir)).parents:
+        raise OutputDirError(f"{images_dir} is inside the dataset {dataset_root}; maskaudit never writes into a dataset")
+    if images_dir.exists() and not images_dir.is_dir():
+        raise OutputDirError(f"{images_dir} exists and is not a directory; the slice images go there")
+    if images_dir.is_dir() and any(images_dir.iterdir()):
+        if not overwrite:
+            raise OutputDirError(f"{images_dir} exists; pass --overwrite to replace it or choose another --out")
+        for old in images_dir.glob("*.png"):
+            old.unlink()
 
 
 def _check_outputs(files: tuple[Path, ...], dataset_root: Path, *, overwrite: bool) -> None:

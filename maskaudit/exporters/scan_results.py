@@ -41,6 +41,10 @@ class ScanResults:
         runs whose run.json does not record it.
     rows : tuple of dict
         scores.csv rows (column name to text), most suspect first.
+    format : str
+        The dataset format of run.json (``folders``, ``coco``, ``nnunet``).
+    axis : int or None
+        nnunet: the voxel axis the scan sliced along; None otherwise.
     """
 
     results_dir: Path
@@ -50,6 +54,8 @@ class ScanResults:
     options: dict
     report_id: str | None
     rows: tuple[dict[str, str], ...]
+    format: str = "folders"
+    axis: int | None = None
 
 
 def load_scan_results(results_dir: Path) -> ScanResults:
@@ -77,6 +83,8 @@ def load_scan_results(results_dir: Path) -> ScanResults:
             options=dict(run["options"]),
             report_id=run.get("report_id"),
             rows=rows,
+            format=str(dataset.get("format", "folders")),
+            axis=dataset.get("axis"),
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{results_dir}: run.json or scores.csv is damaged ({type(error).__name__}: {error})") from error

@@ -6,7 +6,8 @@ Layout (https://github.com/MIC-DKFZ/nnUNet, documentation/dataset_format.md)::
     imagesTr/<case>_0000.nii.gz      one file per channel (_0001, ... for more channels)
     labelsTr/<case>.nii.gz           integer labels 0..K, same shape and affine as the images
 
-Read with nibabel (``.nii.gz`` and ``.nii``). Shape key: C channels, X x Y x Z voxels, K classes.
+Read with nibabel (``.nii.gz`` and ``.nii``), or SimpleITK (``.mha``, ``.nrrd``; the optional extra
+``maskaudit[sitk]``) through :mod:`maskaudit.formats.volume_files`. Shape key: C channels, X x Y x Z voxels, K classes.
 Per-case problems become :class:`~maskaudit.dataset.Skipped` entries; a dataset that cannot be
 used at all raises :class:`~maskaudit.errors.DatasetError`.
 """
@@ -23,10 +24,10 @@ import numpy as np
 from ..dataset import Skipped
 from ..errors import DatasetError, InputFileError
 from .base import DatasetSource, read_json
+from .volume_files import SITK_ENDINGS, VOLUME_ENDINGS, open_volume, require_sitk, volume_ending
 
 __all__ = ["VolumeCase", "VolumeIndex", "CaseVolume", "is_nnunet", "find_nnunet", "read_case", "through_plane_axis"]
 
-NIFTI_ENDINGS = (".nii.gz", ".nii")
 _AFFINE_TOLERANCE = 1e-3  # mm; nnU-Net's own check uses a similar tolerance
 
 
@@ -98,7 +99,8 @@ def find_nnunet(root: Path | str) -> VolumeIndex:
     ------
     DatasetError
         If ``dataset.json`` is missing or invalid, uses region-based labels or a file ending other
-        than NIfTI, or no case has both its channel files and its label file.
+        than NIfTI, MetaImage or NRRD (the last two without SimpleITK installed), or no case has both
+        its channel files and its label file.
     """
     root = Path(root).absolute()
     if not is_nnunet(root):
@@ -107,14 +109,16 @@ def find_nnunet(root: Path | str) -> VolumeIndex:
     channel_names = _channel_names(root, meta)
     classes = _classes(root, meta)
     ending = meta.get("file_ending", ".nii.gz")
-    if ending not in NIFTI_ENDINGS:
+    if ending not in VOLUME_ENDINGS:
         raise DatasetError(
-            f"{root / 'dataset.json'}: file_ending {ending!r} is not supported yet (only .nii.gz and .nii);"
-            " convert the volumes to NIfTI"
+            f"{root / 'dataset.json'}: file_ending {ending!r} is not supported yet (only"
+            f" {', '.join(VOLUME_ENDINGS)}); convert the volumes to NIfTI"
         )
+    if ending in SITK_ENDINGS:
+        require_sitk()
     skipped: list[Skipped] = []
-    labels = _nifti_files(root, "labelsTr", skipped)
-    images = _nifti_files(root, "imagesTr", skipped)
+    labels = _volume_files(root, "labelsTr", skipped)
+    images = _volume_files(root, "imagesTr", skipped)
     used: set[str] = set()
     cases: list[VolumeCase] = []
     for case_id, label in sorted(labels.items()):
@@ -170,8 +174,8 @@ def read_case(index: VolumeIndex, case: VolumeCase) -> CaseVolume:
         if not np.allclose(image.affine, label_image.affine, atol=_AFFINE_TOLERANCE):
             raise InputFileError(f"{case.label.as_posix()}: affine (orientation/origin/spacing) differs from its"
                                  f" image {path.name}; resample the label onto the image grid")
-        channels.append(_decode(path, lambda: np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)))
-    spacing = tuple(float(value) for value in label_image.header.get_zooms()[:3])
+        channels.append(_decode(path, lambda: np.asarray(image.array(), dtype=np.float32)))
+    spacing = tuple(float(value) for value in label_image.zooms[:3])
     return CaseVolume(image=np.stack(channels), labels=labels, spacing=spacing)  # type: ignore[arg-type]
 
 
@@ -222,15 +226,13 @@ def _classes(root: Path, meta: dict) -> tuple[str, ...]:
 # -- files ---------------------------------------------------------------------------------------
 
 
-def _nifti_stem(name: str) -> str | None:
-    for ending in NIFTI_ENDINGS:
-        if name.endswith(ending) and len(name) > len(ending):
-            return name[: -len(ending)]
-    return None
+def _volume_stem(name: str) -> str | None:
+    ending = volume_ending(name)
+    return None if ending is None else name[: -len(ending)]
 
 
-def _nifti_files(root: Path, folder: str, skipped: list[Skipped]) -> dict[str, Path]:
-    """{stem: path relative to root} of the NIfTI files directly in ``root/folder``."""
+def _volume_files(root: Path, folder: str, skipped: list[Skipped]) -> dict[str, Path]:
+    """{stem: path relative to root} of the volume files directly in ``root/folder``."""
     directory = root / folder
     if not directory.is_dir():
         return {}
@@ -239,9 +241,9 @@ def _nifti_files(root: Path, folder: str, skipped: list[Skipped]) -> dict[str, P
         relative = path.relative_to(root)
         if path.name.startswith("."):
             continue
-        stem = _nifti_stem(path.name)
+        stem = _volume_stem(path.name)
         if stem is None or not path.is_file():
-            skipped.append(Skipped(relative.as_posix(), "not a NIfTI file (.nii.gz or .nii)"))
+            skipped.append(Skipped(relative.as_posix(), f"not a volume file ({', '.join(VOLUME_ENDINGS)})"))
         elif path.stat().st_size == 0:
             skipped.append(Skipped(relative.as_posix(), "empty file (0 bytes)"))
         elif stem in found:
@@ -253,12 +255,12 @@ def _nifti_files(root: Path, folder: str, skipped: list[Skipped]) -> dict[str, P
 
 def _median_spacing(root: Path, cases: list[VolumeCase]) -> tuple[float, float, float]:
     """Median voxel size per axis from the label headers (headers only: cheap)."""
-    import nibabel as nib
-
     spacings = []
     for case in cases:
         try:
-            zooms = nib.load(root / case.label).header.get_zooms()[:3]
+            zooms = open_volume(root / case.label).zooms[:3]
+        except DatasetError:
+            raise
         except Exception:  # noqa: BLE001 - a broken file is reported when it is read
             continue
         if len(zooms) == 3:
@@ -270,7 +272,7 @@ def _median_spacing(root: Path, cases: list[VolumeCase]) -> tuple[float, float, 
 
 
 def _decode(path: Path, read):
-    """Run ``read``, turning nibabel's and gzip's failures into one-line InputFileErrors naming ``path``."""
+    """Run ``read``, turning nibabel's, SimpleITK's and gzip's failures into one-line InputFileErrors naming ``path``."""
     from nibabel.filebasedimages import ImageFileError
 
     try:
@@ -280,19 +282,20 @@ def _decode(path: Path, read):
                              " copy it again from its source") from error
     except (ImageFileError, OSError, ValueError) as error:
         raise InputFileError(f"{path.as_posix()}: cannot read as NIfTI ({error})") from error
+    except RuntimeError as error:  # SimpleITK's only exception type
+        reason = " ".join(str(error).split())[-200:]
+        raise InputFileError(f"{path.as_posix()}: cannot read as {volume_ending(path.name)} ({reason})") from error
 
 
 def _load(root: Path, path: Path):
-    import nibabel as nib
-
-    return _decode(path, lambda: nib.load(root / path))
+    return _decode(path, lambda: open_volume(root / path))
 
 
 def _label_values(path: Path, image, num_classes: int) -> np.ndarray:
     """(X, Y, Z) uint8 labels; InputFileError for a non-3-D, non-integer or undeclared label volume."""
     if len(image.shape) != 3:
         raise InputFileError(f"{path.as_posix()}: label volume has shape {tuple(image.shape)}, expected 3-D")
-    values = _decode(path, lambda: np.asanyarray(image.dataobj))
+    values = _decode(path, image.array)
     if not np.issubdtype(values.dtype, np.integer):
         if not np.isfinite(values).all() or not np.array_equal(values, np.round(values)):
             raise InputFileError(f"{path.as_posix()}: label volume holds non-integer values; labels must be"
