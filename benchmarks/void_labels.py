@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.corruptions import CORRUPTIONS
+from maskaudit.corruptions import CORRUPTIONS
 from benchmarks.detection_metrics import detection_report
 from benchmarks.make_corrupted import make_corrupted, read_truth
 
