@@ -41,6 +41,9 @@ class ScanResults:
         runs whose run.json does not record it.
     rows : tuple of dict
         scores.csv rows (column name to text), most suspect first.
+    label_values : tuple of int
+        Layout A: the value class k is stored as in the dataset's masks and in ``suggested/masks/``
+        (from run.json); empty for layout B, and for runs whose run.json does not record it (1..K).
     """
 
     results_dir: Path
@@ -50,6 +53,7 @@ class ScanResults:
     options: dict
     report_id: str | None
     rows: tuple[dict[str, str], ...]
+    label_values: tuple[int, ...] = ()
 
 
 def load_scan_results(results_dir: Path) -> ScanResults:
@@ -77,6 +81,7 @@ def load_scan_results(results_dir: Path) -> ScanResults:
             options=dict(run["options"]),
             report_id=run.get("report_id"),
             rows=rows,
+            label_values=tuple(int(value) for value in (dataset.get("label_values") or {}).get("values", ())),
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{results_dir}: run.json or scores.csv is damaged ({type(error).__name__}: {error})") from error
