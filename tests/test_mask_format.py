@@ -24,9 +24,9 @@ from maskaudit.predict import load_segmenter, segment
 from maskaudit.prepare import prepare
 from maskaudit.train import CHECKPOINT_NAME, TrainConfig, train
 
-#: A VOC-like palette: index -> (R, G, B), 255 (void) light grey.
-PALETTE = tuple(channel for index in range(256) for channel in
-                ((index * 37) % 256, (index * 91) % 256, (index * 53) % 256)) [:765] + (224, 224, 192)
+#: A VOC-like palette: (R, G, B) of indices 0..255, 255 (void) in VOC's cream (224, 224, 192).
+PALETTE = tuple(channel for index in range(255)
+                for channel in ((index * 37) % 256, (index * 91) % 256, (index * 53) % 256)) + (224, 224, 192)
 TINY = dict(size=32, width=4, qam_width=4, batch_size=8, epochs=1, precision="fp32", early_stop=False,
             augment=False)
 
