@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from scipy.stats import spearmanr
 
-from benchmarks.corruptions import CORRUPTIONS
+from maskaudit.corruptions import CORRUPTIONS
 from benchmarks.make_corrupted import make_corrupted, read_truth, scan_source
 from maskaudit.dataset import find_dataset
 from maskaudit.inference import predicted_masks

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.corruptions import CORRUPTIONS
+from maskaudit.corruptions import CORRUPTIONS
 from benchmarks.detection_metrics import detection_report
 from benchmarks.make_corrupted import make_corrupted, read_truth
 
@@ -129,8 +129,9 @@ def detection(args: argparse.Namespace) -> dict:
         outcome = scan_scores(dataset, runs / (dataset.name + "-scan"), size=args.size, epochs=args.epochs,
                               seed=args.seed, progress=args.progress)
         if "corrupted" in name:
-            report = detection_report(truth, outcome["scores"])["overall"]
-            outcome.update(auroc=report["auroc"], ap=report["ap"])
+            report = detection_report(truth, outcome["scores"])
+            outcome.update(auroc=report["overall"]["auroc"], ap=report["overall"]["ap"],
+                           auroc_per_kind={kind: part["auroc"] for kind, part in report["per_kind"].items()})
         del outcome["scores"]
         results[name] = outcome
         results_path.write_text(json.dumps(results, indent=2))

@@ -18,11 +18,14 @@ from .errors import CheckpointError
 
 
 def save_checkpoint(path: Path, *, unet, qam, training_networks=(None, None), optimizer, config: dict, classes: list[str], multilabel: bool,
-                    image_channels: int, epoch: int, histories: dict[str, np.ndarray]) -> None:
+                    image_channels: int, epoch: int, histories: dict[str, np.ndarray],
+                    mask_format: dict | None = None) -> None:
     """Write the networks, optimizer, options and histories to ``path`` atomically.
 
     ``unet`` and ``qam`` are the networks that score and predict (the weight average of training);
     ``training_networks`` (unet, qam) are the ones the optimizer steps, needed only to resume.
+    ``mask_format`` is how the dataset stores its masks (:meth:`maskaudit.mask_format.MaskFormat.as_dict`),
+    so that predictions are written the same way; checkpoints without it predate the record.
     """
     payload = {
         "format": "maskaudit-checkpoint-1",
@@ -37,6 +40,7 @@ def save_checkpoint(path: Path, *, unet, qam, training_networks=(None, None), op
         "image_channels": int(image_channels),
         "epoch": int(epoch),
         "histories": {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in histories.items()},
+        "mask_format": mask_format,
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)

@@ -181,7 +181,7 @@ def _resume_command(ctx: click.Context) -> str:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("images_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the predicted masks, in the layout of the training dataset.")
+              help="Directory for the predicted masks, stored as the training dataset stores its masks (layout, label values, palette).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace masks an earlier predict wrote to --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

@@ -126,24 +126,33 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def write_mask_png(path: Path, mask: np.ndarray) -> None:
-    """Write a (H, W) mask as a PNG atomically: bool as 0/255, integers as label values (8 or 16 bit)."""
+def write_mask_png(path: Path, mask: np.ndarray, *, palette: tuple[int, ...] | None = None) -> None:
+    """Write a (H, W) mask as a PNG atomically: bool as 0/255, integers as label values (8 or 16 bit).
+
+    ``palette`` (768 ints, RGB per index) makes an 8-bit label mask a palette PNG whose indices
+    are the label values.
+    """
     if mask.dtype == bool:
         array = mask.astype(np.uint8) * 255
     else:
         array = mask.astype(np.uint8 if mask.max(initial=0) <= 255 else np.uint16)
+    image = Image.fromarray(array)
+    if palette is not None and array.dtype == np.uint8:
+        image.putpalette(list(palette))  # "L" becomes "P": the same indices, now with colours
     with atomic_path(path) as temporary:
-        Image.fromarray(array).save(temporary, format="PNG")
+        image.save(temporary, format="PNG")
 
 
 def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, classes: tuple[str, ...],
                           multilabel: bool, file_name: str, values: tuple[int, ...] | None = None,
-                          void: np.ndarray | None = None, void_value: int | None = None) -> list[Path]:
+                          void: np.ndarray | None = None, void_value: int | None = None,
+                          palette: tuple[int, ...] | None = None) -> list[Path]:
     """Write masks (K, H, W) bool of one sample (a suggestion or a prediction) in the dataset's own layout.
 
     Layout B: ``out_dir/masks/<class>/<file_name>`` (0/255 per class); layout A:
-    ``out_dir/masks/<file_name>``, class k stored as ``values[k]`` (default k + 1, 0 = background)
-    and the given void pixels ``void`` (H, W) bool kept as ``void_value``. Returns the written paths.
+    ``out_dir/masks/<file_name>``, class k stored as ``values[k]`` (default k + 1, 0 = background),
+    the given void pixels ``void`` (H, W) bool kept as ``void_value``, and with ``palette`` (768
+    ints) a palette PNG (see :mod:`maskaudit.mask_format`). Returns the written paths.
     """
     if multilabel:
         paths = [out_dir / "masks" / name / file_name for name in classes]
@@ -157,5 +166,5 @@ def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, c
     if void is not None and void_value is not None:
         labels[void] = void_value
     path = out_dir / "masks" / file_name
-    write_mask_png(path, labels)
+    write_mask_png(path, labels, palette=palette)
     return [path]

@@ -35,6 +35,7 @@ __all__ = [
     "probe_image",
     "read_image",
     "read_mask",
+    "read_palette",
 ]
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -291,6 +292,22 @@ def read_mask(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
             raise InputFileError(f"{path.name}: mask has negative values; labels must be 0..K")
         labels = labels.astype(np.uint8 if labels.max() <= 255 else np.int32)
     return np.ascontiguousarray(labels)
+
+
+def read_palette(path: Path) -> tuple[int, ...] | None:
+    """The colours of a palette mask: flat (R, G, B) per index, 3 x 256 ints; None for any other file.
+
+    Only the header is read. A file that cannot be opened gives None: masks that do not decode
+    are reported where they are read (:func:`read_mask`).
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode != "P":
+                return None
+            palette = image.getpalette("RGB") or []
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+    return tuple(palette[:768]) + (0,) * (768 - min(len(palette), 768))
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from .labels import AUTO
 from .export import ScoreRow, write_json, write_scores_csv, write_suggested_masks
 from .formats import DatasetSource, open_dataset
 from .inference import predicted_masks
-from .prepare import PreparedData, label_values, load_original, prepare
+from .mask_format import mask_format_of
+from .prepare import PreparedData, load_original, prepare
 from .prepare_volumes import VolumeData, prepare_volumes
 from .scoring import IMAGE_EVIDENCE, quality_scores
 from .signals import compute_signals, concatenate_signals
@@ -236,6 +237,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
     priors = class_priors(data.masks, signals.dice, quality >= config.threshold) if suspects else None
     diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}
     confidence: dict[int, float] = {}
+    stored = mask_format_of(index)  # suggestions are stored as the dataset stores its masks
     for position, working, original in predict_probabilities(data, result.unet, suspects, progress=progress,
                                                              description="diagnose"):
         given = np.asarray(data.masks[position], dtype=bool)
@@ -249,8 +251,8 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
                                    priors, multilabel=multilabel)
         confidence[position] = suggestion.confidence
         write_suggested_masks(out_dir / "suggested", sample_id, suggestion.masks, classes=index.classes,
-                              multilabel=multilabel, file_name=f"{sample_id}.png",
-                              values=label_values(index).values, void=void, void_value=index.void_value)
+                              multilabel=multilabel, file_name=f"{sample_id}.png", values=stored.values,
+                              void=void, void_value=stored.void, palette=stored.palette)
     rows = []
     for rank, position in enumerate(order, start=1):
         sample = index.samples[position]

@@ -16,6 +16,7 @@ from .errors import CheckpointError, DatasetError, InputFileError, OutputDirErro
 from .export import write_suggested_masks
 from .imageio import IMAGE_EXTENSIONS, is_dicom, read_image
 from .inference import class_probabilities, predicted_masks
+from .mask_format import MaskFormat
 from .models import UNet
 
 
@@ -56,7 +57,8 @@ def predict_directory(
     """Write ``out_dir/masks/...`` for every readable image in ``images_dir``; return (count, skipped).
 
     Layout B models write ``masks/<class>/<id>.png`` (0/255), layout A models ``masks/<id>.png``
-    (label index), each at its image's original size. Unreadable files are skipped, not fatal.
+    holding the training dataset's own label values (and its palette), each at its image's
+    original size; see :mod:`maskaudit.mask_format`. Unreadable files are skipped, not fatal.
     """
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
@@ -64,6 +66,7 @@ def predict_directory(
     if (out_dir / "masks").exists() and any((out_dir / "masks").iterdir()) and not overwrite:
         raise OutputDirError(f"{out_dir / 'masks'} already holds masks; pass --overwrite or choose another --out")
     unet, state = load_segmenter(model_path)
+    stored = MaskFormat.from_checkpoint(state)
     unet.to(device)
     files = sorted(path for path in images_dir.iterdir()
                    if path.is_file() and (path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(path)))
@@ -80,6 +83,7 @@ def predict_directory(
         masks = segment(unet, pixels, size=state["config"]["size"], channels=state["image_channels"],
                         multilabel=state["multilabel"], device=device)
         write_suggested_masks(out_dir, path.stem, masks, classes=tuple(state["classes"]),
-                              multilabel=state["multilabel"], file_name=f"{path.stem}.png")
+                              multilabel=stored.multilabel, file_name=f"{path.stem}.png", values=stored.values,
+                              palette=stored.palette)
         written += 1
     return written, skipped

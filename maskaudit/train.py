@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import ProcessGroup, broadcast_buffers, sum_across
 from .errors import CheckpointError, TrainingError
 from .loader import default_workers, iterate_batches
+from .mask_format import mask_format_of
 from .critic import corrupt_batch, critic_families, ranking_loss
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
@@ -413,6 +414,7 @@ def train(
     if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
                                                present):
         first_epoch = epochs  # a resumed run that had already stopped early: nothing left to train
+    stored_format = mask_format_of(data.index).as_dict() if checkpoint_path is not None and group.is_main else None
     bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not (progress and group.is_main),
                initial=first_epoch, total=epochs)
     for epoch in bar:
@@ -483,6 +485,7 @@ def train(
                 image_channels=image_channels,
                 epoch=epoch + 1,
                 histories=history,
+                mask_format=stored_format,
             )
         if on_epoch_end is not None:
             on_epoch_end(epoch, average_unet, average_qam, history)

@@ -113,7 +113,8 @@ def _read_suggested(results: ScanResults, sample_id: str, shape: tuple[int, ...]
     if results.multilabel:
         masks = np.stack([array > 0 for array in arrays])
     else:
-        masks = np.stack([arrays[0] == k + 1 for k in range(len(results.classes))])
+        values = results.label_values or tuple(range(1, len(results.classes) + 1))  # as the scan wrote them
+        masks = np.stack([arrays[0] == value for value in values])
     if masks.shape != tuple(shape):
         raise ExportError(f"the suggested mask of {sample_id!r} is {masks.shape[1:]}, its image {tuple(shape[1:])}")
     return masks

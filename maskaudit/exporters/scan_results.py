@@ -45,6 +45,9 @@ class ScanResults:
         The dataset format of run.json (``folders``, ``coco``, ``nnunet``).
     axis : int or None
         nnunet: the voxel axis the scan sliced along; None otherwise.
+    label_values : tuple of int
+        Layout A: the value class k is stored as in the dataset's masks and in ``suggested/masks/``
+        (from run.json); empty for layout B, and for runs whose run.json does not record it (1..K).
     """
 
     results_dir: Path
@@ -56,6 +59,7 @@ class ScanResults:
     rows: tuple[dict[str, str], ...]
     format: str = "folders"
     axis: int | None = None
+    label_values: tuple[int, ...] = ()
 
 
 def load_scan_results(results_dir: Path) -> ScanResults:
@@ -85,6 +89,7 @@ def load_scan_results(results_dir: Path) -> ScanResults:
             rows=rows,
             format=str(dataset.get("format", "folders")),
             axis=dataset.get("axis"),
+            label_values=tuple(int(value) for value in (dataset.get("label_values") or {}).get("values", ())),
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{results_dir}: run.json or scores.csv is damaged ({type(error).__name__}: {error})") from error
