@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from .evidence.fusion import Fusion, fuse, self_check_auroc
-from .evidence.image import fit_class_scale, worst_class
+from .evidence.scaling import fit_class_scale, worst_class
 from .evidence.priors import fit_priors, prior_evidence
 
 if TYPE_CHECKING:
@@ -106,14 +106,15 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return np.clip((1 - RANK_SHARE) * posterior + RANK_SHARE * rank_share, 0.0, 1.0)
 
 
-IMAGE_EVIDENCE = ("edge_misfit", "step_misfit", "rim_blend")  # per-class fields of Signals
+IMAGE_EVIDENCE = ("edge_misfit", "step_misfit", "rim_blend")  # per-class fields of Signals, NaN for empty classes
+CLASS_EVIDENCE = ("size_ratio", *IMAGE_EVIDENCE)                # scaled per class before the worst class is taken
 
 
 def mask_evidence(signals: "Signals", priors, class_scales: dict, *, own: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-feature evidence of a bad label for the masks in ``signals``, each (N,), higher = worse.
 
     ``priors`` come from :func:`maskaudit.evidence.priors.fit_priors` and ``class_scales`` (one
-    :class:`~maskaudit.evidence.image.ClassScale` per name in IMAGE_EVIDENCE) from the given masks;
+    :class:`~maskaudit.evidence.scaling.ClassScale` per name in CLASS_EVIDENCE) from the given masks;
     ``own`` (N,) is the index of each mask's own given mask, left out of its prior neighbours.
     """
     evidence = {
@@ -122,7 +123,7 @@ def mask_evidence(signals: "Signals", priors, class_scales: dict, *, own: np.nda
         "boundary": np.log1p(signals.boundary.max(axis=1)),
         "critic": -signals.qam_score,
         "oversize": worst_class(signals.size_ratio, class_scales["size_ratio"]),
-        "undersize": worst_class(-signals.size_ratio, class_scales["-size_ratio"]),
+        "undersize": worst_class(signals.size_ratio, class_scales["size_ratio"], direction=-1.0),
         **{name: worst_class(getattr(signals, name), class_scales[name]) for name in IMAGE_EVIDENCE},
         **prior_evidence(priors, signals.shape, own=own),
     }
@@ -148,8 +149,7 @@ def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
     if signals.probes is None:
         raise ValueError("quality_scores needs the probes' signals, which compute_signals gathers")
     priors = fit_priors(signals.shape)
-    class_scales = {name: fit_class_scale(getattr(signals, name)) for name in IMAGE_EVIDENCE}
-    class_scales |= {"size_ratio": fit_class_scale(signals.size_ratio), "-size_ratio": fit_class_scale(-signals.size_ratio)}
+    class_scales = {name: fit_class_scale(getattr(signals, name)) for name in CLASS_EVIDENCE}
     own = np.arange(len(signals.softmin))
     given = mask_evidence(signals, priors, class_scales, own=own)
     probes = mask_evidence(signals.probes, priors, class_scales, own=own)

@@ -7,7 +7,8 @@ from skimage.draw import disk as draw_disk
 from maskaudit.corruptions import dilate
 from maskaudit.evidence.fusion import fuse, self_check_auroc
 from maskaudit.evidence.image import (edge_misfit, edge_profile, gradient_magnitude, image_evidence, intensity_profile,
-                                      fit_class_scale, rim_blend, step_misfit, worst_class)
+                                      rim_blend, step_misfit)
+from maskaudit.evidence.scaling import fit_class_scale, worst_class
 from maskaudit.evidence.priors import fit_priors, prior_evidence
 from maskaudit.metrics import shape_descriptors
 
@@ -150,3 +151,5 @@ def test_a_dilated_mask_is_oversize_even_when_the_segmenter_over_segments_like_i
     assert np.argmax(evidence["dice"][:, 0]) == 5                            # disagreement calls it the best mask
     oversize = worst_class(evidence["size_ratio"], fit_class_scale(evidence["size_ratio"]))
     assert np.argmax(oversize) == 5 and oversize[5] > np.delete(oversize, 5).max() + 1.0
+    undersize = worst_class(evidence["size_ratio"], fit_class_scale(evidence["size_ratio"]), direction=-1.0)
+    assert np.argmin(undersize) == 5
