@@ -119,4 +119,3 @@ def image_evidence(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarra
             evidence["step_misfit"][i, k] = step_misfit(profile)
             evidence["rim_blend"][i, k] = rim_blend(profile)
     return evidence
-
