@@ -62,7 +62,7 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
         shutil.rmtree(corrupted)
     truth = make_corrupted(source, corrupted, fraction=fraction, kinds=kinds, seed=args.seed)
     out_dir = runs / f"{name}-{int(fraction * 100)}pct-scan"
-    train_config = TrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, precision=args.precision,
+    train_config = TrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, precision=args.precision, flips=args.flips,
                                critic_holdout=tuple(args.critic_holdout))
     started = time.perf_counter()
     result = scan(corrupted, out_dir, ScanConfig(train=train_config, overwrite=True, report=False), progress=args.progress)
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="epochs of each fold's U-Net; default: maskaudit's epoch budget for the dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cleanlab", action="store_true")
+    parser.add_argument("--flips", action="store_true", help="left-right flips in augmentation (scan --flips)")
     parser.add_argument("--critic-holdout", nargs="*", default=[],
                         help="corruption families the label critic and the fusion's probes never see "
                              "(maskaudit.corruptions.CRITIC_FAMILIES), to measure a kind it was not trained on")
