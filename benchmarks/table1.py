@@ -217,16 +217,18 @@ def format_table(results: list[dict]) -> str:
 
 
 def verdict(results: list[dict]) -> str:
-    """The issue's goal: QAM+OCM within 0.03 of the clean baseline and >= 0.10 above the noisy baseline."""
+    """Issue 12's goal at 5-13 px: QAM+OCM average >= 0.90, >= the noisy baseline + 0.05, within 0.03 of
+    the clean baseline (at 1-8 px: not below the noisy baseline)."""
     ours = {result["mode"]: result["dice"]["average"] for result in results}
-    if not {"clean-baseline", "baseline", "qam-ocm"} <= ours.keys():
-        return "goal not checked (needs clean-baseline, baseline and qam-ocm)"
-    to_clean = ours["qam-ocm"] - ours["clean-baseline"]
+    if not {"baseline", "qam-ocm"} <= ours.keys():
+        return "goal not checked (needs baseline and qam-ocm)"
     to_noisy = ours["qam-ocm"] - ours["baseline"]
-    return (f"QAM+OCM average {ours['qam-ocm']:.3f}: {to_clean:+.3f} against the clean baseline (goal >= -0.03: "
-            f"{'met' if to_clean >= -0.03 else 'missed'}), {to_noisy:+.3f} against the noisy baseline (goal >= +0.10: "
-            f"{'met' if to_noisy >= 0.10 else 'missed'}); noisy baseline - clean baseline = "
-            f"{ours['baseline'] - ours['clean-baseline']:+.3f}")
+    parts = [f"QAM+OCM average {ours['qam-ocm']:.3f} (goal >= 0.90: {'met' if ours['qam-ocm'] >= 0.90 else 'missed'})",
+             f"{to_noisy:+.3f} against the noisy baseline (goal >= +0.05 at 5-13 px, >= 0 at 1-8 px)"]
+    if "clean-baseline" in ours:
+        to_clean = ours["qam-ocm"] - ours["clean-baseline"]
+        parts.append(f"{to_clean:+.3f} against the clean baseline (goal >= -0.03: {'met' if to_clean >= -0.03 else 'missed'})")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
