@@ -208,7 +208,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         )
         seconds["report"] = time.perf_counter() - clock
     _write_run_json(out_dir, data, config, result, clusters, check, seconds, group, report_id=run_id, source=source,
-                    volume_data=volume_data)
+                    volume_data=volume_data, slices_per_epoch=None if sampler is None else sampler.draws)
     shutdown(group)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
@@ -379,7 +379,7 @@ def self_check(scores, signals) -> dict[str, object]:
 
 def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, result: TrainResult, clusters,
                     check: dict[str, object], seconds: dict[str, float], group, *, report_id: str | None,
-                    source: DatasetSource, volume_data: VolumeData | None) -> None:
+                    source: DatasetSource, volume_data: VolumeData | None, slices_per_epoch: int | None = None) -> None:
     import sklearn
     import torch
 
@@ -389,7 +389,8 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
             "maskaudit_version": __version__,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__, "scikit-learn": sklearn.__version__},
-            "options": _settings(config) | {"epochs": result.config.epochs, "epoch_budget": result.epoch_budget},
+            "options": _settings(config) | {"epochs": result.config.epochs, "epoch_budget": result.epoch_budget,
+                                            "slices_per_epoch": slices_per_epoch},  # volumes: the sampler's draws
             "seed": config.train.seed,
             "report_id": report_id,  # the id in the report's decisions CSV file name; null without a report
             # Same seed, same scores holds for the same machine, torch build and thread count.

@@ -227,7 +227,11 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     with gzip.open(out / "suggested" / "labelsTr" / f"{rows[0]['id']}.nii.gz") as handle:
         assert len(handle.read()) > 352  # a real gzip holding a NIfTI header and data
     assert (out / "report.html").is_file()
-    assert json.loads((out / "run.json").read_text())["dataset"]["axis"] == 2
+    run = json.loads((out / "run.json").read_text())
+    assert run["dataset"]["axis"] == 2
+    with open(out / "slices.csv", newline="", encoding="utf-8") as handle:
+        slice_count = sum(1 for _ in csv.DictReader(handle))
+    assert run["options"]["slices_per_epoch"] == slice_count  # a set this small is visited whole each epoch
     # the report steps through each suspect case's flagged slices: the worst fifth (2 of 6), in slice order
     html = (out / "report.html").read_text(encoding="utf-8")
     data = json.loads(html.split('id="maskaudit-data">', 1)[1].split("</script>", 1)[0])
