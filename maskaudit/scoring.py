@@ -21,8 +21,8 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from .evidence.fusion import Fusion, fuse, self_check_auroc
-from .evidence.scaling import fit_class_scale, worst_class
 from .evidence.priors import fit_priors, prior_evidence
+from .evidence.scaling import fit_class_scale, worst_class
 
 if TYPE_CHECKING:
     from .signals import Signals
