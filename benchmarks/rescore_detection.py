@@ -15,6 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
+
 from benchmarks.detection_metrics import detection_report
 from benchmarks.make_corrupted import read_truth
 from maskaudit.checkpoint import load_checkpoint
@@ -24,10 +26,10 @@ from maskaudit.predict import load_segmenter
 from maskaudit.prepare import prepare
 from maskaudit.scoring import quality_scores
 from maskaudit.signals import compute_signals
-from maskaudit.train import TrainConfig, TrainResult
+from maskaudit.train import TrainConfig, TrainResult, recalibrate_batchnorm
 
 
-def rescore(dataset: Path, scan_dir: Path) -> dict:
+def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict:
     """Detection report and self-check of ``scan_dir``'s networks on ``dataset`` with today's scoring."""
     unet, state = load_segmenter(scan_dir / "model.pt")
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
@@ -41,6 +43,10 @@ def rescore(dataset: Path, scan_dir: Path) -> dict:
     result = TrainResult(unet=unet, qam=qam, config=config, history_loss=None, history_t=None,
                          history_weight=None, history_dice=None)
     data = prepare(find_dataset(dataset), size=config.size, cache_dir=scan_dir / "cache")
+    if recalibrate:  # networks saved before train() re-estimated the final U-Net's BatchNorm statistics
+        recalibrate_batchnorm(unet, data.images, data.masks, batch_size=max(config.batch_size, 16),
+                              device=torch.device("cpu"))
+        unet.eval()
     signals = compute_signals(data, result, seed=config.seed)
     scores = quality_scores(signals, seed=config.seed)
     ids = [sample.id for sample in data.index.samples]
@@ -52,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path, help="the corrupted copy (with truth.csv)")
     parser.add_argument("scan_dir", type=Path, help="the scan's --out directory (with model.pt and cache/)")
+    parser.add_argument("--recalibrate-batchnorm", action="store_true",
+                        help="re-estimate the U-Net's BatchNorm statistics first (networks trained before 0.3.1)")
     args = parser.parse_args(argv)
-    outcome = rescore(args.dataset, args.scan_dir)
+    outcome = rescore(args.dataset, args.scan_dir, recalibrate=args.recalibrate_batchnorm)
     overall = outcome["report"]["overall"]
     print(f"{args.dataset.name}: AUROC {overall['auroc']:.3f} AP {overall['ap']:.3f} "
           f"self-check {outcome['self_check']:.3f}")

@@ -472,6 +472,12 @@ def train(
         if qam is not None:
             average_weights(average_qam, qam_module, first=epoch == 0, decay=config.weight_average)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", low_q_weight=f"{np.mean(low_quarter_shares):.2f}")
+        finished = epoch + 1
+        stop = config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
+                                                       present)
+        if stop or finished == epochs:  # the final network: BatchNorm statistics for its own weights, then saved
+            recalibrate_batchnorm(average_unet, data.images, data.masks, batch_size=max(config.batch_size, 16),
+                                  device=device)
         if checkpoint_path is not None and group.is_main:
             save_checkpoint(
                 checkpoint_path,
@@ -489,9 +495,7 @@ def train(
             )
         if on_epoch_end is not None:
             on_epoch_end(epoch, average_unet, average_qam, history)
-        finished = epoch + 1
-        if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
-                                                   present):
+        if stop:
             bar.set_description("train (ranking stable: stopped early)")
             break  # every process sees the same summed history, so all stop together
     bar.close()
@@ -511,6 +515,39 @@ def train(
         history_dice=history["dice"],
         seconds=time.perf_counter() - started,
     )
+
+
+BATCHNORM_SAMPLES = 2048  # at most this many training images re-estimate the final U-Net's BatchNorm statistics
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(unet: torch.nn.Module, images: np.ndarray, masks: np.ndarray, *, batch_size: int,
+                          device: torch.device) -> None:
+    """Re-estimate the BatchNorm running statistics of ``unet`` for its final weights: one pass in
+    training mode, no gradients, over up to BATCHNORM_SAMPLES evenly spaced training images (N, C, S, S)
+    uint8, unaugmented, with a cumulative average (momentum None); ``masks`` only ride along.
+
+    Running statistics are averaged over the last steps' weights, not the final ones; after an
+    epoch-end weight average (and the larger late steps a weighted loss can take) they may belong
+    to no network at all, which costs little in training mode and a lot at inference (the SWA
+    recipe, as in torch.optim.swa_utils.update_bn; docs/BENCHMARKS.md section 2.0).
+    """
+    norms = [module for module in unet.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or not len(images):
+        return
+    rows = np.unique(np.linspace(0, len(images) - 1, min(len(images), BATCHNORM_SAMPLES)).round().astype(np.int64))
+    batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    momenta = [module.momentum for module in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None
+    was_training = unet.training
+    unet.train()
+    for _, image_batch, _ in iterate_batches(images, masks, batches, workers=0, device=device):
+        unet(image_batch)
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
+    unet.train(was_training)
 
 
 def average_weights(average: torch.nn.Module, current: torch.nn.Module, *, first: bool, decay: float) -> None:

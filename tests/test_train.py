@@ -278,3 +278,27 @@ def test_classes_present_reads_every_row_in_chunks():
     assert present.shape == (7, 2)
     assert present[:, 0].tolist() == [False, True, False, False, False, True, False]
     assert present[:, 1].tolist() == [False] * 6 + [True]
+
+
+def test_batchnorm_statistics_are_re_estimated_for_the_final_weights():
+    """Running statistics left by other weights (here: scrambled) are replaced by those of the given images."""
+    from maskaudit.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    unet = UNet(1, 2, width=4)
+    images = (np.random.default_rng(0).random((16, 1, 32, 32)) * 255).astype(np.uint8)
+    masks = np.zeros((16, 2, 32, 32), np.uint8)
+    batch = torch.from_numpy(images.astype(np.float32) / 255.0)
+    with torch.no_grad():
+        in_training_mode = unet.train()(batch)[0]
+        for module in unet.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.fill_(5.0)
+                module.running_var.fill_(0.01)
+        scrambled = unet.eval()(batch)[0]
+        recalibrate_batchnorm(unet, images, masks, batch_size=16, device=torch.device("cpu"))
+        assert not unet.training  # the mode it was in
+        recalibrated = unet(batch)[0]
+    assert (scrambled - in_training_mode).abs().max() > 1.0
+    # one batch of all 16 images: the statistics are that batch's (the unbiased variance: a small difference)
+    assert torch.allclose(recalibrated, in_training_mode, atol=0.05)
