@@ -139,15 +139,28 @@ class _CheckpointSegmenter:
         return original
 
     def _load(self) -> None:
-        from ..predict import load_segmenter
         from ..prepare import prepare
-        from ..train import CHECKPOINT_NAME
 
         results = self._results
-        unet, state = load_segmenter(results.results_dir / CHECKPOINT_NAME)
-        if tuple(state["classes"]) != results.classes:
-            raise ExportError(f"{results.results_dir / CHECKPOINT_NAME} is not the model of this scan (other classes)")
+        unet = scan_segmenter(results)
         # The scan's cache: unchanged files are read back, not decoded again.
         self._data = prepare(self._index, size=int(results.options["size"]), cache_dir=Path(results.results_dir) / "cache")
         self._unet = unet
         self._positions = {sample.id: position for position, sample in enumerate(self._data.index.samples)}
+
+
+def scan_segmenter(results):
+    """The U-Net of a scan's model.pt (``results``: its ScanResults), checked to be that scan's model.
+
+    Raises
+    ------
+    ExportError
+        If model.pt was trained on other classes than the scan's scores.csv lists.
+    """
+    from ..predict import load_segmenter
+    from ..train import CHECKPOINT_NAME
+
+    unet, state = load_segmenter(results.results_dir / CHECKPOINT_NAME)
+    if tuple(state["classes"]) != results.classes:
+        raise ExportError(f"{results.results_dir / CHECKPOINT_NAME} is not the model of this scan (other classes)")
+    return unet

@@ -25,7 +25,7 @@ from ..formats.nnunet import find_nnunet, read_case
 from ..formats.volume_files import open_volume
 from ..overlays import encode_png
 from ..volume_results import flagged_slices
-from .samples import ExportSample
+from .samples import ExportSample, scan_segmenter
 from .scan_results import ScanResults
 
 __all__ = ["slices_dir", "iter_volume_samples"]
@@ -149,14 +149,10 @@ class _VolumeSegmenter:
         return original
 
     def _load(self) -> None:
-        from ..predict import load_segmenter
         from ..prepare_volumes import prepare_volumes
-        from ..train import CHECKPOINT_NAME
 
         results = self._results
-        unet, state = load_segmenter(results.results_dir / CHECKPOINT_NAME)
-        if tuple(state["classes"]) != results.classes:
-            raise ExportError(f"{results.results_dir / CHECKPOINT_NAME} is not the model of this scan (other classes)")
+        unet = scan_segmenter(results)
         sliced = prepare_volumes(self._volumes, size=int(results.options["size"]), axis=int(results.axis),
                                  cache_dir=Path(results.results_dir) / "cache")  # the scan's cache, read back
         self._data, self._unet = sliced.data, unet
