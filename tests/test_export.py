@@ -169,26 +169,32 @@ with open(out + ".json", "w") as handle:
 """
 
 
-def test_coco_export_reads_back_through_datumaro_as_cvat_imports_it(scanned, tmp_path):
-    """CVAT's COCO 1.0 import is Datumaro's COCO reader: the masks and attributes must survive it."""
+def export_coco_through_datumaro(results: Path, tmp_path: Path) -> tuple[Path, list, dict]:
+    """Export ``results`` as COCO into Datumaro's layout (annotations/ beside an empty images/) and read
+    it back with Datumaro's COCO reader (what CVAT's COCO 1.0 import runs): (the COCO file, one
+    [item id, label, attributes] per annotation, their masks as arr_0, arr_1, ...)."""
     import os
     import subprocess
 
-    _, results = scanned
     python = Path(os.environ.get("MASKAUDIT_DATUMARO_PYTHON", DATUMARO))
     if not python.is_file():
         pytest.fail(f"Datumaro is not installed at {python}: run `make datumaro` "
                     "(or set MASKAUDIT_DATUMARO_PYTHON to a Python that imports datumaro)")
     root = tmp_path / "coco"
-    (root / "images").mkdir(parents=True)  # Datumaro's layout: annotations/ beside images/ (left empty)
+    (root / "images").mkdir(parents=True)
     out = root / "annotations" / "instances_default.json"
     outcome = export(str(results), "--format", "coco", "--out", str(out))
     assert outcome.exit_code == 0, outcome.output
     read = subprocess.run([str(python), "-c", DATUMARO_READER, str(root), str(tmp_path / "read")],
                           capture_output=True, text=True, timeout=300)
     assert read.returncode == 0, read.stderr
-    found = json.loads((tmp_path / "read.json").read_text())
-    masks = np.load(tmp_path / "read.npz")
+    return out, json.loads((tmp_path / "read.json").read_text()), np.load(tmp_path / "read.npz")
+
+
+def test_coco_export_reads_back_through_datumaro_as_cvat_imports_it(scanned, tmp_path):
+    """CVAT's COCO 1.0 import is Datumaro's COCO reader: the masks and attributes must survive it."""
+    _, results = scanned
+    _, found, masks = export_coco_through_datumaro(results, tmp_path)
     rows = {row["id"]: row for row in read_scores_csv(results / "scores.csv")}
     assert len(found) == len(rows) * len(CLASSES)  # every class of every suspect has pixels here
     for position, (item_id, label, attributes) in enumerate(found):

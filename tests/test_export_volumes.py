@@ -187,25 +187,10 @@ def test_label_studio_imports_the_slice_tasks_serves_their_pngs_and_gives_the_su
 
 def test_coco_slices_read_back_through_datumaro_as_cvat_imports_them(scanned, tmp_path):
     """CVAT's COCO 1.0 import is Datumaro's COCO reader: every flagged slice's masks must survive it."""
-    import os
-    import subprocess
-
-    from test_export import DATUMARO, DATUMARO_READER
+    from test_export import export_coco_through_datumaro
 
     _, results = scanned
-    python = Path(os.environ.get("MASKAUDIT_DATUMARO_PYTHON", DATUMARO))
-    if not python.is_file():
-        pytest.fail(f"Datumaro is not installed at {python}: run `make datumaro` "
-                    "(or set MASKAUDIT_DATUMARO_PYTHON to a Python that imports datumaro)")
-    root = tmp_path / "coco"
-    (root / "images").mkdir(parents=True)  # Datumaro's layout: annotations/ beside images/
-    out = root / "annotations" / "instances_default.json"
-    assert export(str(results), "--format", "coco", "--out", str(out)).exit_code == 0
-    read = subprocess.run([str(python), "-c", DATUMARO_READER, str(root), str(tmp_path / "read")],
-                          capture_output=True, text=True, timeout=300)
-    assert read.returncode == 0, read.stderr
-    found = json.loads((tmp_path / "read.json").read_text())
-    masks = np.load(tmp_path / "read.npz")
+    out, found, masks = export_coco_through_datumaro(results, tmp_path)
     coco = json.loads(out.read_text())
     annotated = {annotation["image_id"] for annotation in coco["annotations"]}  # an empty suggestion has none
     assert {item_id for item_id, _, _ in found} == {
