@@ -6,7 +6,7 @@
     # the case metrics of that run again from its slices.csv (after a change of the case aggregation)
     python benchmarks/volumes.py rescore --work /tmp/maskaudit-volumes
 
-    # the hippocampus set tiled to >= 20,000 slices at 1x, 4x, 8x -> seconds per stage, peak RSS
+    # the hippocampus set tiled to >= 20,000 slices at 1x, 4x, 8x -> seconds and peak RSS per stage
     python benchmarks/volumes.py scale --work /tmp/maskaudit-volumes --factors 1 4 8 [--load-only | --train-only]
 
 Each measurement runs in a fresh Python process so that peak RSS is that scan's alone. The work
@@ -118,17 +118,34 @@ def tile_dataset(source: Path, target: Path, *, copies: int) -> int:
     return cases
 
 
+_MEMORY_WATCH = (
+    "import threading\n"
+    "timeline = []\n"
+    "def watch():\n"
+    "    while True:\n"
+    "        fields = dict(line.split(':', 1) for line in open('/proc/self/status') if ':' in line)\n"
+    "        kib = lambda name: int(fields.get(name, '0 kB').split()[0])\n"
+    "        timeline.append((time.perf_counter() - start, kib('VmRSS'), kib('RssAnon'), kib('RssFile')))\n"
+    "        time.sleep(0.5)\n"
+    "threading.Thread(target=watch, daemon=True).start()\n"
+)
+
+
 def run_scan(dataset: Path, out: Path, options: list[str]) -> dict:
-    """Scan ``dataset`` in a child process; returns its stage seconds, wall time and peak RSS (MiB)."""
+    """Scan ``dataset`` in a child process; returns its stage seconds, wall time, peak RSS (MiB) and, per
+    stage, the peak resident MiB sampled every 0.5 s: all, anonymous (the process's own arrays) and
+    file-backed (pages of the memory-mapped cache and of the libraries)."""
     code = (
         "import json, resource, sys, time\n"
-        "from maskaudit.cli import main\n"
         "start = time.perf_counter()\n"
+        + _MEMORY_WATCH +
+        "from maskaudit.cli import main\n"
         "try:\n"
         "    main(sys.argv[1:], standalone_mode=False)\n"
         "finally:\n"
         "    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "    print(json.dumps({'wall': time.perf_counter() - start, 'peak_rss_mib': rss}), file=sys.stderr)\n"
+        "    print(json.dumps({'wall': time.perf_counter() - start, 'peak_rss_mib': rss, 'timeline': timeline}),"
+        " file=sys.stderr)\n"
     )
     command = [sys.executable, "-c", code, "scan", str(dataset), "--out", str(out), "--overwrite", "-q", *options]
     completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
@@ -136,8 +153,24 @@ def run_scan(dataset: Path, out: Path, options: list[str]) -> dict:
         raise SystemExit(f"scan failed:\n{completed.stderr[-3000:]}")
     measured = json.loads(completed.stderr.strip().splitlines()[-1])
     run = json.loads((out / "run.json").read_text())
+    timeline = np.asarray(measured.pop("timeline"), float).reshape(-1, 4)
     return {**measured, "stage_seconds": run["stage_seconds"], "epochs": run["options"]["epochs"],
-            "slices": run["dataset"]["num_samples"], "cases": run["dataset"].get("num_cases")}
+            "slices": run["dataset"]["num_samples"], "cases": run["dataset"].get("num_cases"),
+            "stage_peak_mib": stage_peaks(timeline, run["stage_seconds"], offset=measured["wall"]
+                                          - sum(run["stage_seconds"].values()))}
+
+
+def stage_peaks(timeline: np.ndarray, stage_seconds: dict[str, float], *, offset: float) -> dict[str, dict]:
+    """{stage: {rss, anon, file}} peak MiB within each stage of a (T, 4) timeline (seconds, VmRSS,
+    RssAnon, RssFile in KiB); the stages follow each other from ``offset`` s (start-up before them)."""
+    peaks, begin = {}, offset
+    for stage, seconds in stage_seconds.items():
+        inside = timeline[(timeline[:, 0] >= begin) & (timeline[:, 0] <= begin + seconds)]
+        if len(inside):
+            peaks[stage] = {name: round(float(inside[:, column].max()) / 1024)
+                            for column, name in ((1, "rss"), (2, "anon"), (3, "file"))}
+        begin += seconds
+    return peaks
 
 
 def case_metrics(ids: list[str], badness: np.ndarray, flagged: np.ndarray, corrupted: dict[str, str]) -> dict:
@@ -246,8 +279,8 @@ def run_train(dataset: Path, cache: Path, size: int, epochs: int) -> dict:
 
 
 def scale(args: argparse.Namespace) -> None:
-    """A whole scan (--epochs, no report) at each factor, or with --load-only just the slicing stage,
-    or with --train-only the slicing and --epochs epochs of training."""
+    """A whole default scan (report included; --epochs to shorten training) at each factor, or with
+    --load-only just the slicing stage, or with --train-only the slicing and --epochs epochs of training."""
     for factor in args.factors:
         dataset = args.work / f"hippocampus-x{factor}"
         cases = tile_dataset(HIPPOCAMPUS, dataset, copies=args.base_copies * factor)
@@ -255,9 +288,10 @@ def scale(args: argparse.Namespace) -> None:
         if args.load_only:
             measured = run_prepare(dataset, out / "cache", args.size)
         elif args.train_only:
-            measured = run_train(dataset, out / "cache", args.size, args.epochs)
+            measured = run_train(dataset, out / "cache", args.size, args.epochs or 1)
         else:
-            measured = run_scan(dataset, out, ["--size", str(args.size), "--epochs", str(args.epochs), "--no-report"])
+            epochs = [] if args.epochs is None else ["--epochs", str(args.epochs)]
+            measured = run_scan(dataset, out, ["--size", str(args.size), *epochs])
         print(json.dumps({"factor": factor, "cases": cases, **measured}), flush=True)
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(dataset, ignore_errors=True)
@@ -272,7 +306,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--base-copies", type=int, default=3, help="Copies of each case at 1x (3: ~27,000 slices).")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="scale: epochs of training (default: a scan's own default; --train-only: 1).")
     parser.add_argument("--load-only", action="store_true", help="scale: measure only the slicing (load) stage.")
     parser.add_argument("--train-only", action="store_true",
                         help="scale: measure the slicing and --epochs epochs of training (no scoring).")

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from .pages import release_pages
+
 
 class BatchRows(torch.utils.data.Dataset):
     """Item i is batch i: (rows (b,) int64 sorted, images (b, C, S, S) float32 in [0, 1], masks (b, K, S, S) float32)."""
@@ -62,6 +64,7 @@ def iterate_batches(
         if pin and not image_batch.is_pinned():
             image_batch, mask_batch = image_batch.pin_memory(), mask_batch.pin_memory()
         yield (rows.numpy(), image_batch.to(device, non_blocking=pin), mask_batch.to(device, non_blocking=pin))
+    release_pages(images, masks)  # an epoch over a large memory-mapped cache leaves none of it resident
 
 
 def _portable(array: np.ndarray):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import uuid
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from .dataset import DatasetIndex, Sample, Skipped
 from .errors import DatasetError, InputFileError, OutputDirError
 from .formats.nnunet import CaseVolume, VolumeCase, VolumeIndex, read_case
 from .formats.volume_files import open_volume
+from .pages import release_pages
 from .prepare import PreparedData, _check_cache_dir, _finish_rows, _open_rows
 
 __all__ = ["VolumeData", "prepare_volumes", "normalise_case", "slice_id"]
@@ -216,7 +216,7 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
             kept.append(case.id)
             spacings.append(volume.spacing)
             if len(kept) % _RELEASE_EVERY == 0:
-                _release_pages(images, masks)
+                release_pages(images, masks)
         if not kept:
             raise DatasetError(f"no case in {volumes.root} could be decoded (e.g. {failed[-1][0]}: {failed[-1][1]});"
                                " run `maskaudit inspect` on it to list the problems")
@@ -234,19 +234,6 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
         if path.name not in names:
             path.unlink(missing_ok=True)
     return _load_cache(cache_dir, manifest_path, key)
-
-
-def _release_pages(*arrays: np.memmap) -> None:
-    """Write the arrays' pages to their files and unmap them from this process.
-
-    The data stay in the file (and the page cache); only this process's resident set shrinks, so
-    that slicing 200,000 slices does not hold the whole cache in RSS.
-    """
-    for array in arrays:
-        array.flush()
-        mapping = getattr(array, "_mmap", None)
-        if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _reason(path: Path, error: InputFileError) -> str:

@@ -22,6 +22,7 @@ from .evidence.image import image_evidence
 from .evidence.segmenter import segmenter_evidence
 from .inference import run_networks
 from .metrics import shape_descriptors
+from .pages import release_pages
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
@@ -99,6 +100,7 @@ def compute_signals(
         for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
                                           multilabel=multilabel, valid=valid).items():
             probe_parts.setdefault(name, []).append(values)
+        release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
         bar.update(len(given))
     bar.close()
     count = sum(len(values) for values in probe_parts["softmin"])

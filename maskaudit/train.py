@@ -24,6 +24,7 @@ from .distributed import ProcessGroup, broadcast_buffers, sum_across
 from .errors import CheckpointError, TrainingError
 from .loader import default_workers, iterate_batches
 from .mask_format import mask_format_of
+from .pages import read_chunks
 from .critic import corrupt_batch, critic_families, ranking_loss
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
@@ -150,11 +151,12 @@ def should_stop_early(history_loss: np.ndarray, history_dice: np.ndarray, budget
 
 
 def classes_present(masks: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """(N, K) bool: whether each mask of (N, K, S, S) contains each class, read in chunks of rows."""
-    return np.concatenate([
-        np.asarray(masks[start : start + chunk]).reshape(min(chunk, len(masks) - start), masks.shape[1], -1).any(axis=2)
-        for start in range(0, len(masks), chunk)
-    ]) if len(masks) else np.zeros((0, masks.shape[1]), bool)
+    """(N, K) bool: whether each mask of (N, K, S, S) contains each class, read in chunks of rows
+    (a memory-mapped cache leaves none of its pages resident, see maskaudit.pages)."""
+    present = np.zeros((len(masks), masks.shape[1]), bool)
+    for start, rows in read_chunks(masks, chunk):
+        present[start : start + len(rows)] = rows.reshape(len(rows), masks.shape[1], -1).any(axis=2)
+    return present
 
 
 @dataclass

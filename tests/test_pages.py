@@ -1,0 +1,69 @@
+"""Releasing the pages of the memory-mapped cache: the data stay, this process's resident set shrinks."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskaudit.pages import read_chunks, release_pages
+from maskaudit.train import classes_present
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+
+
+def resident_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path``, from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """A (512, 2, 128, 128) uint8 memory-mapped cache of 16 MiB, reopened read-only as a scan does."""
+    path = tmp_path / "masks.npy"
+    rng = np.random.default_rng(0)
+    values = (rng.random((512, 2, 128, 128)) < 0.001).astype(np.uint8)
+    values[::3] = 0  # every third mask empty
+    np.save(path, values)
+    return path, values
+
+
+def test_release_pages_drops_what_a_full_read_left_resident(cache):
+    path, values = cache
+    mapped = np.load(path, mmap_mode="r")
+    assert int(np.asarray(mapped).sum()) == int(values.sum())  # touches every page
+    assert resident_kib(path) > 12 * 1024
+    release_pages(mapped[10:20])  # a view releases its whole map
+    assert resident_kib(path) < 1024
+    np.testing.assert_array_equal(mapped[100], values[100])  # the data are still there
+
+
+def test_classes_present_reads_the_cache_without_keeping_it(cache):
+    path, values = cache
+    mapped = np.load(path, mmap_mode="r")
+    present = classes_present(mapped, chunk=64)
+    np.testing.assert_array_equal(present, values.reshape(512, 2, -1).any(axis=2))
+    assert not present[::3].any() and present[1::3].any()
+    assert resident_kib(path) < 1024
+
+
+def test_read_chunks_yields_every_row_once_in_order(cache):
+    path, values = cache
+    mapped = np.load(path, mmap_mode="r")
+    starts = []
+    for start, rows in read_chunks(mapped, chunk=100):
+        starts.append(start)
+        np.testing.assert_array_equal(rows, values[start : start + 100])
+    assert starts == [0, 100, 200, 300, 400, 500]
+
+
+def test_release_pages_leaves_in_memory_arrays_alone():
+    array = np.arange(10)
+    release_pages(array, None)
+    np.testing.assert_array_equal(array, np.arange(10))
