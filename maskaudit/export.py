@@ -146,10 +146,10 @@ def write_mask_png(path: Path, mask: np.ndarray, *, palette: tuple[int, ...] | N
 def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, classes: tuple[str, ...],
                           multilabel: bool, file_name: str, values: tuple[int, ...] | None = None,
                           void: np.ndarray | None = None, void_value: int | None = None,
-                          palette: tuple[int, ...] | None = None) -> list[Path]:
+                          palette: tuple[int, ...] | None = None, foreground: int = 255) -> list[Path]:
     """Write masks (K, H, W) bool of one sample (a suggestion or a prediction) in the dataset's own layout.
 
-    Layout B: ``out_dir/masks/<class>/<file_name>`` (0/255 per class); layout A:
+    Layout B: ``out_dir/masks/<class>/<file_name>`` (0/``foreground`` per class); layout A:
     ``out_dir/masks/<file_name>``, class k stored as ``values[k]`` (default k + 1, 0 = background),
     the given void pixels ``void`` (H, W) bool kept as ``void_value``, and with ``palette`` (768
     ints) a palette PNG (see :mod:`maskaudit.mask_format`). Returns the written paths.
@@ -157,7 +157,7 @@ def write_suggested_masks(out_dir: Path, sample_id: str, masks: np.ndarray, *, c
     if multilabel:
         paths = [out_dir / "masks" / name / file_name for name in classes]
         for path, mask in zip(paths, masks):
-            write_mask_png(path, mask)
+            write_mask_png(path, mask.astype(np.uint8) * np.uint8(foreground))
         return paths
     values = values or tuple(range(1, len(masks) + 1))
     labels = np.zeros(masks.shape[1:], np.uint8 if max(values, default=0) <= 255 else np.uint16)

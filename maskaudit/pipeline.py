@@ -252,7 +252,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
         confidence[position] = suggestion.confidence
         write_suggested_masks(out_dir / "suggested", sample_id, suggestion.masks, classes=index.classes,
                               multilabel=multilabel, file_name=f"{sample_id}.png", values=stored.values,
-                              void=void, void_value=stored.void, palette=stored.palette)
+                              void=void, void_value=stored.void, palette=stored.palette, foreground=stored.foreground)
     rows = []
     for rank, position in enumerate(order, start=1):
         sample = index.samples[position]

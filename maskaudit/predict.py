@@ -84,6 +84,6 @@ def predict_directory(
                         multilabel=state["multilabel"], device=device)
         write_suggested_masks(out_dir, path.stem, masks, classes=tuple(state["classes"]),
                               multilabel=stored.multilabel, file_name=f"{path.stem}.png", values=stored.values,
-                              palette=stored.palette)
+                              palette=stored.palette, foreground=stored.foreground)
         written += 1
     return written, skipped

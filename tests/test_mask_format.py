@@ -97,7 +97,8 @@ def sparse(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
 def test_checkpoint_records_the_datasets_values(sparse):
     root, model = sparse
     state = load_checkpoint(model)
-    assert state["mask_format"] == {"layout": "A", "values": [10, 20], "void": None, "palette": None}
+    assert state["mask_format"] == {"layout": "A", "values": [10, 20], "void": None, "palette": None,
+                                    "foreground": 255}
     assert MaskFormat.from_checkpoint(state) == mask_format_of(find_dataset(root))
 
 
@@ -151,6 +152,38 @@ def test_binary_0_255_datasets_predict_0_255(tmp_path, one_torch_thread):
     assert all(_values(image) == {255} for image in everywhere.values())
 
 
+def _layout_b(root: Path, foreground: int) -> Path:
+    """Layout B, classes "a" and "b" stored 0/``foreground``: "a" on most of the image, "b" on a block."""
+    for name in ("a", "b"):
+        (root / "masks" / name).mkdir(parents=True)
+    (root / "images").mkdir()
+    for number in range(8):
+        labels = _labels(1, 2, number % 4)
+        Image.fromarray(np.where(labels == 2, 220, np.where(labels == 0, 10, 110)).astype(np.uint8)).save(
+            root / "images" / f"case{number:02d}.png")
+        for value, name in ((1, "a"), (2, "b")):
+            Image.fromarray((labels == value).astype(np.uint8) * foreground).save(
+                root / "masks" / name / f"case{number:02d}.png")
+    return root
+
+
+@pytest.mark.parametrize("foreground", [1, 255])
+def test_layout_b_masks_are_written_back_as_stored_0_1_or_0_255(tmp_path, one_torch_thread, foreground):
+    root = _layout_b(tmp_path / "ds", foreground)
+    assert mask_format_of(find_dataset(root)) == MaskFormat(layout="B", foreground=foreground)
+    model = _train(root, tmp_path / "run")
+    assert load_checkpoint(model)["mask_format"]["foreground"] == foreground
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    state["unet"]["head.bias"] = torch.full_like(state["unet"]["head.bias"], 1e4)  # every class everywhere
+    torch.save(state, tmp_path / "all.pt")
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "all.pt"), str(root / "images"), "--out",
+                                       str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    written = sorted((tmp_path / "out" / "masks").glob("*/*.png"))
+    assert len(written) == 16 and {path.parent.name for path in written} == {"a", "b"}
+    assert all(_values(Image.open(path)) == {foreground} for path in written)
+
+
 def test_palette_masks_are_written_with_their_palette(tmp_path):
     labels = np.array([[0, 3], [7, 255]], np.uint8)
     write_mask_png(tmp_path / "m.png", labels, palette=PALETTE)
@@ -165,7 +198,7 @@ def test_scan_then_predict_of_a_voc_style_palette_dataset_keeps_values_void_and_
     out = tmp_path / "out"
     scan(root, out, ScanConfig(train=TrainConfig(**TINY), threshold=1.0, report=False))  # every sample a suspect
     stored = load_checkpoint(out / CHECKPOINT_NAME)["mask_format"]
-    assert stored == {"layout": "A", "values": [3, 7], "void": 255, "palette": list(PALETTE)}
+    assert stored == {"layout": "A", "values": [3, 7], "void": 255, "palette": list(PALETTE), "foreground": 255}
 
     suggested = sorted((out / "suggested" / "masks").glob("*.png"))
     assert len(suggested) == 8
