@@ -55,7 +55,7 @@ def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarr
     valid (b, S, S) bool (False on void pixels) or None, pixel_mm (b, 2) mm per working pixel or None."""
     return {
         **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid, pixel_mm=pixel_mm),
-        **image_evidence(images, masks),
+        **image_evidence(images, masks, valid),
         "qam_score": t,
         "shape": np.stack([shape_descriptors(m) for m in masks]),
     }

@@ -6,8 +6,8 @@ from skimage.draw import disk as draw_disk
 
 from maskaudit.corruptions import dilate
 from maskaudit.evidence.fusion import fuse, self_check_auroc
-from maskaudit.evidence.image import (edge_misfit, edge_profile, gradient_magnitude, image_evidence, intensity_profile,
-                                      rim_blend, step_misfit)
+from maskaudit.evidence.image import (edge_misfit, edge_profile, fill_void, gradient_magnitude, image_evidence,
+                                      intensity_profile, rim_blend, step_misfit)
 from maskaudit.evidence.scaling import fit_class_scale, worst_class
 from maskaudit.evidence.priors import fit_priors, prior_evidence
 from maskaudit.metrics import shape_descriptors
@@ -52,6 +52,20 @@ def test_image_evidence_ranks_a_shifted_mask_below_the_true_one_in_rgb():
     evidence = image_evidence(np.stack([rgb, rgb]), np.stack([mask[None], shifted[None]]))
     assert evidence["edge_misfit"][1] > evidence["edge_misfit"][0]
     assert evidence["step_misfit"][1] > evidence["step_misfit"][0]
+
+
+def test_a_void_band_on_the_outline_is_not_read_as_an_outline_off_the_edge():
+    """VOC style: the class stops 3 px inside the edge and a 6 px void band straddles it."""
+    image, mask = disk_sample(radius=20)
+    band = dilate(mask, 3) & ~(~dilate(~mask, 3))
+    given = mask & ~band
+    masks, valid = np.stack([given[None], mask[None]]), np.stack([~band, np.ones_like(band)])
+    with_void = image_evidence(np.stack([image, image]), masks, valid)
+    as_given = image_evidence(np.stack([image, image]), masks)
+    assert fill_void(given[None], ~band)[0].sum() == pytest.approx(mask.sum(), rel=0.03)
+    for name in ("edge_misfit", "step_misfit", "rim_blend"):
+        assert with_void[name][0, 0] == pytest.approx(with_void[name][1, 0], abs=0.15)  # as good as the true mask
+    assert as_given["edge_misfit"][0, 0] > as_given["edge_misfit"][1, 0] + 1.0  # read as given: 3 px inside
 
 
 def test_image_evidence_leaves_an_empty_class_out():
