@@ -383,10 +383,11 @@ def train(
         "dice": np.full((epochs, num_samples, num_classes), np.nan, np.float32),
     }
     checkpoint_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    slices_per_epoch = None if sampler is None else sampler.draws  # None: every sample in every epoch
     first_epoch, averaged_state = 0, None
     if resume:
         first_epoch, averaged_state = _restore(checkpoint_path, config, unet, qam, optimizer, history,
-                                               classes=tuple(data.index.classes))
+                                               classes=tuple(data.index.classes), slices_per_epoch=slices_per_epoch)
 
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     unet.to(memory_format=memory_format)
@@ -487,7 +488,7 @@ def train(
                 qam=average_qam,
                 training_networks=(unet_module, qam_module),
                 optimizer=optimizer,
-                config=dataclasses.asdict(config),
+                config={**dataclasses.asdict(config), "slices_per_epoch": slices_per_epoch},
                 classes=list(data.index.classes),
                 multilabel=multilabel,
                 image_channels=image_channels,
@@ -570,9 +571,10 @@ def _low_quarter_share(t: torch.Tensor, weights: torch.Tensor) -> float:
 
 
 def _restore(checkpoint_path, config, unet, qam, optimizer, history, *,
-             classes: tuple[str, ...]) -> tuple[int, dict]:
+             classes: tuple[str, ...], slices_per_epoch: int | None) -> tuple[int, dict]:
     """Load a checkpoint into the training networks, optimizer and histories; return the number of
-    finished epochs and the averaged networks' state dicts ({"unet": ..., "qam": ...})."""
+    finished epochs and the averaged networks' state dicts ({"unet": ..., "qam": ...}).
+    ``slices_per_epoch`` is the run's slice sampler's draws per epoch (None: whole epochs)."""
     if checkpoint_path is None or not checkpoint_path.exists():
         raise CheckpointError(
             f"--resume was given but there is no checkpoint at {checkpoint_path}; "
@@ -582,6 +584,8 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history, *,
     try:
         saved = state["config"]
         changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(config, key)]
+        if saved.get("slices_per_epoch") != slices_per_epoch:
+            changed.append("slices per epoch")
         if changed:
             raise CheckpointError(
                 f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from maskaudit.errors import CheckpointError
 from maskaudit.formats.nnunet import find_nnunet
 from maskaudit.prepare_volumes import prepare_volumes
 from maskaudit.sampling import MIN_SAMPLED_EPOCHS, SliceSampler, slice_sampler
@@ -113,6 +115,17 @@ def test_training_with_a_sampler_records_only_the_drawn_slices(sliced):
             assert np.isfinite(history[drawn]).all() and np.isnan(history[~drawn]).all()
         assert np.isnan(result.history_dice[epoch][~drawn]).all()
     assert result.epoch_budget == 2
+
+
+def test_resume_continues_only_a_run_with_the_same_slice_sampler(sliced, tmp_path):
+    config = TrainConfig(size=16, width=4, qam_width=4, batch_size=8, epochs=2, precision="fp32", augment=False)
+    sampler = slice_sampler(sliced.data.masks, batch_size=8, steps=40)
+    train(sliced.data, dataclasses.replace(config, epochs=1), out_dir=tmp_path, sampler=sampler)
+    for other in (None, dataclasses.replace(sampler, draws=sampler.draws - 8)):
+        with pytest.raises(CheckpointError, match="slices per epoch"):
+            train(sliced.data, config, out_dir=tmp_path, resume=True, sampler=other)
+    resumed = train(sliced.data, config, out_dir=tmp_path, resume=True, sampler=sampler)
+    assert resumed.history_loss.shape == (2, len(sliced.data.masks))
 
 
 def test_ranking_stability_compares_only_the_samples_drawn_in_both_windows():
