@@ -63,8 +63,8 @@ def iterate_batches(
     for rows, image_batch, mask_batch in batches_iter:
         if pin and not image_batch.is_pinned():
             image_batch, mask_batch = image_batch.pin_memory(), mask_batch.pin_memory()
+        release_pages(images, masks)  # a pass over a large memory-mapped cache leaves none of it resident
         yield (rows.numpy(), image_batch.to(device, non_blocking=pin), mask_batch.to(device, non_blocking=pin))
-    release_pages(images, masks)  # an epoch over a large memory-mapped cache leaves none of it resident
 
 
 def _portable(array: np.ndarray):

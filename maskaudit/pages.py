@@ -4,6 +4,11 @@ Pages of a memory-mapped file that a process has read stay in its resident set (
 mapping goes away, so one pass over a 2 GiB cache would leave 2 GiB resident. The data stay in
 the file and in the kernel's page cache either way; releasing only drops them from this process,
 and a later read maps them in again.
+
+A read maps more than the rows it asks for: the kernel maps the whole neighbourhood of each page
+fault (64 KiB by default, more for files written in large folios), so a few hundred scattered
+batches would leave most of a large cache resident. Readers therefore release after every batch;
+that costs about 0.15 ms when little is resident (measured on a 2.6 GiB cache).
 """
 
 from __future__ import annotations
@@ -35,3 +40,4 @@ def read_chunks(array: np.ndarray, chunk: int = 256) -> Iterator[tuple[int, np.n
         rows = np.array(array[start : start + chunk])
         release_pages(array)
         yield start, rows
+

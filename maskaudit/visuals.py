@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .inference import class_probabilities, predicted_masks
 from .models import UNet
+from .pages import release_pages
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
@@ -42,6 +43,7 @@ def predict_probabilities(
     for start in range(0, len(positions), batch_size):
         chunk = list(positions[start : start + batch_size])
         images = torch.from_numpy(np.asarray(data.images[sorted(chunk)], dtype=np.float32) / 255.0)
+        release_pages(data.images)  # scattered reads would leave much of a large cache resident
         order = {position: row for row, position in enumerate(sorted(chunk))}
         logits, _ = unet(images)
         probabilities = class_probabilities(logits.float(), multilabel=multilabel)

@@ -30,7 +30,10 @@ def cache(tmp_path):
     rng = np.random.default_rng(0)
     values = (rng.random((512, 2, 128, 128)) < 0.001).astype(np.uint8)
     values[::3] = 0  # every third mask empty
-    np.save(path, values)
+    written = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=values.shape)  # as the cache is
+    written[:] = values
+    written.flush()
+    del written
     return path, values
 
 
@@ -67,3 +70,17 @@ def test_release_pages_leaves_in_memory_arrays_alone():
     array = np.arange(10)
     release_pages(array, None)
     np.testing.assert_array_equal(array, np.arange(10))
+
+
+
+def test_releasing_after_each_batch_keeps_scattered_reads_from_piling_up(cache):
+    path, values = cache
+    mapped = np.load(path, mmap_mode="r")
+    rng = np.random.default_rng(1)
+    highest = 0
+    for _ in range(40):  # 40 batches of 8 random rows: unreleased, most of the 16 MiB would end up resident
+        rows = np.sort(rng.choice(len(mapped), 8, replace=False))
+        np.testing.assert_array_equal(np.asarray(mapped[rows]), values[rows])
+        highest = max(highest, resident_kib(path))
+        release_pages(mapped)
+    assert highest < 2 * 1024 and resident_kib(path) < 1024
