@@ -368,9 +368,13 @@ def self_check(scores, signals) -> dict[str, object]:
         sentence = (f"The segmenter fits the labels only partly (median Dice {median_dice:.2f}), so the score leans "
                     f"on the label critic, image edges and dataset priors; on synthetic errors of this dataset the "
                     f"ranking reaches AUROC {auroc:.2f}.")
+    if scores.reads_clean:
+        sentence += (f" Almost no mask looks like a synthetic error of this dataset (estimated share of bad masks "
+                     f"{100 * scores.bad_share:.1f} %), so only outliers are flagged.")
     top = sorted(scores.fusion.weights.items(), key=lambda item: -abs(item[1]))
     return {
         "estimated_auroc": round(float(auroc), 4) if np.isfinite(auroc) else None,
+        "estimated_bad_share": round(float(scores.bad_share), 4) if np.isfinite(scores.bad_share) else None,
         "segmenter_median_dice": round(median_dice, 4),
         "summary": sentence,
         "fusion_weights": {name: round(weight, 4) for name, weight in top},

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from .evidence.fusion import Fusion, fuse, self_check_auroc
+from .evidence.fusion import Fusion, bad_share, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 from .evidence.scaling import fit_class_scale, worst_class
 
@@ -37,6 +37,7 @@ MIN_CLEAN_WEIGHT = 0.1          # the clean reference component holds at least t
 CLEAN_QUANTILE = 0.3            # the sample at this quantile of the suspicion is taken as clean
 SPREAD_FLOOR = 0.1              # no component is narrower than this share of the scores' robust spread
 RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
+CLEAN_BAD_SHARE = 0.02          # estimated share of bad masks under which a dataset reads as clean
 
 
 def _robust_scale(values: np.ndarray) -> float:
@@ -52,7 +53,7 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - np.median(values)) / scale if scale > 1e-12 else np.zeros_like(values)
 
 
-def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
+def quality_from_suspicion(score: np.ndarray, *, seed: int = 0, mixture: bool = True) -> np.ndarray:
     """(N,) quality in [0, 1], non-increasing in ``score``: P(clean) under a Gaussian mixture.
 
     Mixtures of 1 to MAX_COMPONENTS components are fitted and the best by BIC is kept. The clean
@@ -62,13 +63,15 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0) -> np.ndarray:
     are kinds of bad label (a few gross errors and a group of subtle ones make two bad components,
     as in the demo). Without a mixture clearly better than one Gaussian, or without a bad
     component, quality is a tail probability. Non-finite scores count as the median.
+    ``mixture=False`` (a dataset that reads as clean, see quality_scores) gives the tail probability:
+    a clean population's heavy tail would otherwise fit as a component of bad labels.
     """
     score = np.asarray(score, dtype=np.float64)
     finite = np.isfinite(score)
     if not finite.all():
         score = np.where(finite, score, np.median(score[finite]) if finite.any() else 0.0)
     tail = 1.0 / (1.0 + np.exp(np.clip(robust_z(score) - TAIL_Z, -50, 50)))
-    if len(score) < MIN_FOR_MIXTURE or np.ptp(score) == 0:
+    if not mixture or len(score) < MIN_FOR_MIXTURE or np.ptp(score) == 0:
         return tail
     column = score[:, None]
     fits = [GaussianMixture(k, random_state=seed, n_init=1 if k == 1 else 3).fit(column)
@@ -141,6 +144,12 @@ class Scores:
     evidence: dict[str, np.ndarray]      # per-feature evidence, each (N,), higher = worse
     fusion: Fusion                       # the learned weights, given masks' and probes' scores
     self_check_auroc: float              # estimated AUROC on this dataset (NaN: too few samples)
+    bad_share: float                     # estimated share of bad masks (NaN: too few samples), see fusion.bad_share
+
+    @property
+    def reads_clean(self) -> bool:
+        """Whether almost no mask looks like a synthetic error of this dataset: only outliers are flagged."""
+        return bool(self.bad_share < CLEAN_BAD_SHARE)
 
 
 def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
@@ -156,6 +165,7 @@ def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
     informative = [name for name, values in given.items() if np.ptp(np.r_[values, probes[name]]) > 0]
     fusion = fuse({name: given[name] for name in informative}, {name: probes[name] for name in informative},
                   seed=seed)
-    quality = quality_from_suspicion(fusion.suspicion, seed=seed)
+    share = bad_share(fusion)
+    quality = quality_from_suspicion(fusion.suspicion, seed=seed, mixture=not share < CLEAN_BAD_SHARE)
     return Scores(quality=quality, suspicion=fusion.suspicion, evidence=given, fusion=fusion,
-                  self_check_auroc=self_check_auroc(fusion, quality >= 0.5))
+                  self_check_auroc=self_check_auroc(fusion, quality >= 0.5), bad_share=share)

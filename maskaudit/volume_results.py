@@ -59,13 +59,15 @@ class CaseScores:
     worst: np.ndarray
 
 
-def aggregate_cases(suspicion: np.ndarray, case_of: np.ndarray, num_cases: int, *, seed: int = 0) -> CaseScores:
+def aggregate_cases(suspicion: np.ndarray, case_of: np.ndarray, num_cases: int, *, seed: int = 0,
+                    mixture: bool = True) -> CaseScores:
     """Reduce (N,) slice suspicion to (M,) cases.
 
     A case's suspicion is the mean over its most suspicious fifth of slices (at least one), so a
     corruption of a few slices counts about as much as one of all of them; its quality_score is
     P(clean) from :func:`~maskaudit.scoring.quality_from_suspicion` on the case suspicions, so that
-    0.5 separates clean and bad cases as it does samples. ``case_of`` (N,) must be sorted.
+    0.5 separates clean and bad cases as it does samples (``mixture=False``: the tail probability,
+    for a dataset that reads as clean). ``case_of`` (N,) must be sorted.
     """
     bounds = np.searchsorted(case_of, np.arange(num_cases + 1))
     case_suspicion = np.zeros(num_cases)
@@ -74,7 +76,7 @@ def aggregate_cases(suspicion: np.ndarray, case_of: np.ndarray, num_cases: int, 
         order = _worst_slices(suspicion, np.arange(bounds[case], bounds[case + 1]))
         case_suspicion[case] = float(np.mean(suspicion[order]))
         worst[case] = order[0]
-    return CaseScores(quality_from_suspicion(case_suspicion, seed=seed), case_suspicion, worst)
+    return CaseScores(quality_from_suspicion(case_suspicion, seed=seed, mixture=mixture), case_suspicion, worst)
 
 
 def _worst_slices(suspicion: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -120,7 +122,8 @@ def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, thre
     The diagnosis is that of the case's worst slice.
     """
     data, volumes = volume_data.data, volume_data.volumes
-    case_scores = aggregate_cases(scores.suspicion, volume_data.case_of, len(volumes.cases), seed=seed)
+    case_scores = aggregate_cases(scores.suspicion, volume_data.case_of, len(volumes.cases), seed=seed,
+                                  mixture=not scores.reads_clean)
     order = sorted(range(len(volumes.cases)),
                    key=lambda c: (case_scores.quality[c], -case_scores.suspicion[c], volumes.cases[c].id))
     diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}

@@ -30,6 +30,14 @@ def test_two_populations_split_at_the_natural_threshold():
     assert flagged[:120].mean() < 0.03
 
 
+def test_a_dataset_read_as_clean_gets_the_tail_probability_not_the_mixture():
+    """A clean population's heavy tail fits as a second component; without the mixture only the far tail is flagged."""
+    rng = np.random.default_rng(3)
+    score = np.r_[rng.normal(0, 0.5, 180), rng.normal(1.4, 0.8, 70)]
+    assert (quality_from_suspicion(score) < 0.5).sum() > 30
+    assert (quality_from_suspicion(score, mixture=False) < 0.5).sum() <= 10
+
+
 def test_quality_is_strictly_decreasing_in_suspicion():
     rng = np.random.default_rng(2)
     score = np.concatenate([rng.normal(0, 1, 80), rng.normal(10, 1, 30)])
