@@ -23,6 +23,7 @@ from .evidence.segmenter import segmenter_evidence
 from .inference import run_networks
 from .metrics import shape_descriptors
 from .pages import release_pages
+from .void import fill_void_batch
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
@@ -52,12 +53,14 @@ def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarr
                   multilabel: bool, valid: np.ndarray | None, pixel_mm: np.ndarray | None = None
                   ) -> dict[str, np.ndarray]:
     """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's t (b,),
-    valid (b, S, S) bool (False on void pixels) or None, pixel_mm (b, 2) mm per working pixel or None."""
+    valid (b, S, S) bool (False on void pixels) or None, pixel_mm (b, 2) mm per working pixel or None.
+    Disagreement leaves void pixels out; the image evidence and the shapes read the void-filled masks."""
+    filled = fill_void_batch(masks, valid)
     return {
         **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid, pixel_mm=pixel_mm),
-        **image_evidence(images, masks, valid),
+        **image_evidence(images, filled),
         "qam_score": t,
-        "shape": np.stack([shape_descriptors(m) for m in masks]),
+        "shape": np.stack([shape_descriptors(m) for m in filled]),
     }
 
 
@@ -82,8 +85,9 @@ def compute_signals(
     given_parts: dict[str, list[np.ndarray]] = {}
     probe_parts: dict[str, list[np.ndarray]] = {}
     bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
+    void = None if data.void is None else data.void[rows.start : rows.stop]
     for out in run_networks(
-        images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
+        images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device, void=void
     ):
         span = slice(out.start, out.start + len(out.probabilities))
         batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
@@ -95,7 +99,8 @@ def compute_signals(
         for name, values in parts.items():
             given_parts.setdefault(name, []).append(values)
         rng = np.random.default_rng([seed, rows.start + out.start])  # the same probes in any process split
-        corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
+        corrupted, _ = corrupt_batch(fill_void_batch(given, valid), rng, families=families, classes=data.index.classes,
+                                     strength="probe")  # corruptions of what the critic reads
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
         for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
                                           multilabel=multilabel, valid=valid).items():

@@ -5,12 +5,13 @@ import pytest
 from skimage.draw import disk as draw_disk
 
 from maskaudit.corruptions import dilate
-from maskaudit.evidence.fusion import fuse, self_check_auroc
-from maskaudit.evidence.image import (edge_misfit, edge_profile, fill_void, gradient_magnitude, image_evidence,
+from maskaudit.evidence.fusion import bad_share, fuse, self_check_auroc
+from maskaudit.evidence.image import (edge_misfit, edge_profile, gradient_magnitude, image_evidence,
                                       intensity_profile, rim_blend, step_misfit)
 from maskaudit.evidence.scaling import fit_class_scale, worst_class
 from maskaudit.evidence.priors import fit_priors, prior_evidence
 from maskaudit.metrics import shape_descriptors
+from maskaudit.void import fill_void, fill_void_batch
 
 
 def disk_sample(radius: float = 14, size: int = 64, centre=(32, 32), noise: float = 4.0, seed: int = 0):
@@ -60,7 +61,7 @@ def test_a_void_band_on_the_outline_is_not_read_as_an_outline_off_the_edge():
     band = dilate(mask, 3) & ~(~dilate(~mask, 3))
     given = mask & ~band
     masks, valid = np.stack([given[None], mask[None]]), np.stack([~band, np.ones_like(band)])
-    with_void = image_evidence(np.stack([image, image]), masks, valid)
+    with_void = image_evidence(np.stack([image, image]), fill_void_batch(masks, valid))
     as_given = image_evidence(np.stack([image, image]), masks)
     assert fill_void(given[None], ~band)[0].sum() == pytest.approx(mask.sum(), rel=0.03)
     for name in ("edge_misfit", "step_misfit", "rim_blend"):
@@ -145,6 +146,18 @@ def test_the_self_check_leaves_out_given_masks_the_scan_believes_bad():
     believed_clean = np.r_[np.ones(90, bool), np.zeros(30, bool)]
     assert self_check_auroc(fusion, believed_clean) > 0.95 > self_check_auroc(fusion, np.ones(120, bool))
     assert np.mean(fusion.suspicion[90:] > np.median(fusion.suspicion[:90])) > 0.95
+
+
+def test_the_bad_share_is_near_zero_for_clean_masks_and_finds_a_population_of_bad_ones():
+    """Probes 8 sd from the clean masks (clean JSRT's fusion separates them about as well)."""
+    rng = np.random.default_rng(4)
+    probes = {"x": rng.normal(8, 1, 200)}
+    clean = fuse({"x": rng.normal(0, 1, 200)}, probes, seed=0)
+    with_bad = fuse({"x": np.r_[rng.normal(0, 1, 140), rng.normal(8, 1, 60)]}, probes, seed=0)  # 30 % bad
+    assert bad_share(clean) < 0.01
+    assert 0.2 < bad_share(with_bad) < 0.4
+    few = fuse({"x": rng.normal(0, 1, 5)}, {"x": rng.normal(4, 1, 5)}, seed=0)
+    assert not few.learned and np.isnan(bad_share(few))
 
 
 def test_fusion_with_too_few_samples_falls_back_to_equal_weights():

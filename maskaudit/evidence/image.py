@@ -99,29 +99,17 @@ def edge_misfit(profile: np.ndarray) -> float:
     return float((np.nanmax(away) - on_outline) / max(float(np.nanmean(profile)), 1e-6))
 
 
-def fill_void(masks: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Masks (K, S, S) bool with each void pixel (``valid`` (S, S) False) given the labels of the
-    nearest non-void pixel, so that an outline drawn as a void band (VOC) runs through the band's
-    middle, where the image's edge is, instead of along its inner side."""
-    if valid.all() or not valid.any():
-        return masks
-    _, (rows, cols) = ndimage.distance_transform_edt(~valid, return_indices=True)
-    return masks[:, rows, cols]
-
-
-def image_evidence(images: np.ndarray, masks: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def image_evidence(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class image evidence for images (b, C, S, S) uint8 and masks (b, K, S, S) bool, each
     (b, K), higher = worse, NaN where the class is empty (the priors judge absence):
     ``edge_misfit`` (:func:`edge_misfit`), ``step_misfit`` (:func:`step_misfit` of the intensity
-    profile) and ``rim_blend`` (:func:`rim_blend`). Void pixels (``valid`` (b, S, S) False) take
-    their nearest known labels first (:func:`fill_void`). (A plain inside/outside contrast was
-    measured too and dropped: no set gained from it, docs/BENCHMARKS.md section 0.3.)
+    profile) and ``rim_blend`` (:func:`rim_blend`); with void pixels, pass the void-filled masks
+    (:func:`maskaudit.void.fill_void`). (A plain inside/outside contrast was measured too and
+    dropped: no set gained from it, docs/BENCHMARKS.md section 0.3.)
     """
     masks = np.asarray(masks, dtype=bool)
     evidence = {name: np.full(masks.shape[:2], np.nan) for name in ("edge_misfit", "step_misfit", "rim_blend")}
     for i, (image, sample_masks) in enumerate(zip(images, masks)):
-        if valid is not None:
-            sample_masks = fill_void(sample_masks, valid[i])
         magnitude = None
         for k, mask in enumerate(sample_masks):
             if not mask.any():

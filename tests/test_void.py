@@ -1,0 +1,51 @@
+"""Void pixels given the labels of the nearest labelled pixel, for the critic, the image evidence and the shapes."""
+
+import numpy as np
+import torch
+
+from maskaudit.inference import run_networks
+from maskaudit.models import QualityAwarenessModule, UNet
+from maskaudit.void import fill_void, fill_void_batch
+
+
+def banded_square() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1, 16, 16) mask of a square drawn as VOC does: class inside, a 2 px void band on its border.
+    Returns (given masks, valid (16, 16), the square itself)."""
+    square = np.zeros((16, 16), bool)
+    square[4:12, 4:12] = True
+    band = np.zeros_like(square)
+    band[3:13, 3:13] = True
+    band[5:11, 5:11] = False
+    return (square & ~band)[None], ~band, square
+
+
+def test_void_pixels_take_the_nearest_labels_so_the_outline_runs_through_the_band():
+    given, valid, square = banded_square()
+    filled = fill_void(given, valid)
+    assert filled.shape == (1, 16, 16)
+    np.testing.assert_array_equal(filled[0][valid], given[0][valid])  # labelled pixels keep their labels
+    assert abs(int(filled.sum()) - int(square.sum())) <= 8  # about the square: the band split down its middle
+    assert filled[0, 5:11, 5:11].all() and not filled[0, :3].any()
+
+
+def test_masks_without_void_or_all_void_are_left_as_they_are():
+    given, valid, _ = banded_square()
+    assert fill_void(given, np.ones_like(valid)) is given
+    assert fill_void(given, np.zeros_like(valid)) is given
+    batch = np.stack([given, given])
+    assert fill_void_batch(batch, None) is batch
+    np.testing.assert_array_equal(fill_void_batch(batch, np.stack([valid, valid]))[1], fill_void(given, valid))
+
+
+def test_the_critic_reads_the_void_filled_masks():
+    torch.manual_seed(0)
+    unet, qam = UNet(1, 1, width=4).eval(), QualityAwarenessModule(1, 1, width=4).eval()
+    given, valid, _ = banded_square()
+    images = np.random.default_rng(0).integers(0, 255, (2, 1, 16, 16), dtype=np.uint8)
+    masks = np.stack([given, given]).astype(np.uint8)
+    void = np.stack([~valid, ~valid])
+    (with_void,) = run_networks(images, masks, unet, qam, multilabel=True, void=void)
+    (filled,) = run_networks(images, fill_void_batch(masks > 0, ~void).astype(np.uint8), unet, qam, multilabel=True)
+    (raw,) = run_networks(images, masks, unet, qam, multilabel=True)
+    np.testing.assert_allclose(with_void.qam_score, filled.qam_score, rtol=1e-5)
+    assert not np.allclose(with_void.qam_score, raw.qam_score)
