@@ -63,7 +63,7 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
     truth = make_corrupted(source, corrupted, fraction=fraction, kinds=kinds, seed=args.seed)
     out_dir = runs / f"{name}-{int(fraction * 100)}pct-scan"
     train_config = TrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, precision=args.precision, flips=args.flips,
-                               critic_holdout=tuple(args.critic_holdout))
+                               critic_holdout=tuple(args.critic_holdout), size=args.size)
     started = time.perf_counter()
     result = scan(corrupted, out_dir, ScanConfig(train=train_config, overwrite=True, report=False), progress=args.progress)
     scan_seconds = time.perf_counter() - started
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.4])
     parser.add_argument("--epochs", type=int, default=None, help="default: maskaudit's default for the dataset size")
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--size", type=int, default=TrainConfig.size, help="working resolution (scan --size)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--folds", type=int, nargs="+", default=[5, 2],
                         help="K of each K-fold cleanlab pipeline to run (5 is cleanlab's own default, cv_n_folds)")
