@@ -24,7 +24,7 @@ from .inference import predicted_masks
 from .mask_format import mask_format_of
 from .prepare import PreparedData, load_original, prepare
 from .prepare_volumes import VolumeData, prepare_volumes
-from .scoring import IMAGE_EVIDENCE, quality_scores
+from .scoring import IMAGE_EVIDENCE, RIM_EVIDENCE, quality_scores
 from .signals import compute_signals, concatenate_signals
 from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
@@ -149,8 +149,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
                         progress=progress and group.is_main),
         group,
     ))
-    _require_finite("outputs", {name: value for name, value in vars(signals).items()  # NaN by design: image
-                                if name not in ("probes", "boundary_mm", *IMAGE_EVIDENCE)})  # evidence of empty classes, mm in 2-D
+    may_be_nan = ("probes", "boundary_mm", *IMAGE_EVIDENCE, *RIM_EVIDENCE)  # by design: mm in 2-D, empty classes
+    _require_finite("outputs", {name: value for name, value in vars(signals).items() if name not in may_be_nan})
     seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
     if not group.is_main:  # only the main process writes outputs
         shutdown(group)

@@ -110,7 +110,8 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0, mixture: bool = 
 
 
 IMAGE_EVIDENCE = ("edge_misfit", "step_misfit", "rim_blend")  # per-class fields of Signals, NaN for empty classes
-CLASS_EVIDENCE = ("size_ratio", *IMAGE_EVIDENCE)                # scaled per class before the worst class is taken
+RIM_EVIDENCE = ("rim_disagreement",)                           # likewise, from the segmenter's probabilities
+CLASS_EVIDENCE = ("size_ratio", *IMAGE_EVIDENCE, *RIM_EVIDENCE)  # scaled per class before the worst class is taken
 
 
 def mask_evidence(signals: "Signals", priors, class_scales: dict, *, own: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -127,7 +128,7 @@ def mask_evidence(signals: "Signals", priors, class_scales: dict, *, own: np.nda
         "critic": -signals.qam_score,
         "oversize": worst_class(signals.size_ratio, class_scales["size_ratio"]),
         "undersize": worst_class(signals.size_ratio, class_scales["size_ratio"], direction=-1.0),
-        **{name: worst_class(getattr(signals, name), class_scales[name]) for name in IMAGE_EVIDENCE},
+        **{name: worst_class(getattr(signals, name), class_scales[name]) for name in (*IMAGE_EVIDENCE, *RIM_EVIDENCE)},
         **prior_evidence(priors, signals.shape, own=own),
     }
     if signals.dice.shape[1] > 1:  # one wrong structure among several

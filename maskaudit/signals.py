@@ -39,6 +39,7 @@ class Signals:
     boundary_mm: np.ndarray     # (N, K) the same in mm (volumes; NaN for 2-D images and for probes)
     softmin: np.ndarray         # (N,) soft minimum over pixels of the probability of the given label
     size_ratio: np.ndarray      # (N, K) log((given area + 1) / (predicted area + 1)) per class
+    rim_disagreement: np.ndarray  # (N, K) prediction vs mask on the rims either side of the outline, NaN where empty
     qam_score: np.ndarray       # (N,) raw QAM score t of the final model: the label critic
     qam_features: np.ndarray    # (N, G) pooled QAM penultimate features (G = 0 for probes)
     bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features (F = 0 for probes)

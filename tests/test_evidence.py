@@ -180,3 +180,19 @@ def test_a_dilated_mask_is_oversize_even_when_the_segmenter_over_segments_like_i
     assert np.argmax(oversize) == 5 and oversize[5] > np.delete(oversize, 5).max() + 1.0
     undersize = worst_class(evidence["size_ratio"], fit_class_scale(evidence["size_ratio"]), direction=-1.0)
     assert np.argmin(undersize) == 5
+
+
+def test_the_rims_of_a_dilated_or_eroded_mask_disagree_with_the_prediction():
+    from maskaudit.evidence.segmenter import rim_disagreement
+
+    _, mask = disk_sample(radius=14)
+    probabilities = np.repeat(np.stack([np.where(mask, 0.95, 0.05), np.zeros_like(mask, float)])[None], 3, axis=0)
+    empty = np.zeros_like(mask)
+    masks = np.stack([np.stack([mask, empty]), np.stack([dilate(mask, 6), empty]), np.stack([~dilate(~mask, 6), empty])])
+    disagreement = rim_disagreement(probabilities, masks)
+    assert disagreement[0, 0] < 0.15                            # the outline where the prediction drops
+    assert disagreement[1, 0] > 0.8 and disagreement[2, 0] > 0.8  # a rim on the wrong side of the edge
+    assert np.isnan(disagreement[:, 1]).all()                   # an empty class: the priors judge it
+    outer_void = ~mask & dilate(mask, 4)  # the correct mask's outer rim void: only its inner rim counts
+    with_void = rim_disagreement(probabilities, masks, valid=np.stack([~outer_void] * 3))
+    assert with_void[0, 0] == pytest.approx(0.05, abs=0.01)

@@ -6,6 +6,7 @@ Shape key: b samples, K classes, S working resolution.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from ..inference import predicted_masks
 from ..metrics import boundary_distance, dice_per_class, softmin_label_quality
@@ -23,7 +24,8 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
     label (low = somewhere the mask is confidently wrong), and ``size_ratio`` (b, K)
     log((mask area + 1) / (predicted area + 1)) per class: a segmenter that over- or under-segments
     everywhere shifts it for every mask alike, so a mask far from the dataset's usual ratio is too
-    large or too small even where the prediction itself is biased.
+    large or too small even where the prediction itself is biased. ``rim_disagreement`` (b, K)
+    compares the prediction with the mask on either side of its outline (:func:`rim_disagreement`).
     """
     predicted = predicted_masks(probabilities, multilabel=multilabel)
     if valid is not None:  # void pixels: no class given, so none predicted either
@@ -37,4 +39,28 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
                                   for p, g, mm in zip(predicted, masks, pixel_mm)])),
         "softmin": np.array([softmin_label_quality(p, g, valid=v) for p, g, v in zip(probabilities, masks, valid_rows)]),
         "size_ratio": np.log((masks.sum(axis=(2, 3)) + 1.0) / (predicted.sum(axis=(2, 3)) + 1.0)),
+        "rim_disagreement": rim_disagreement(probabilities, masks, valid=valid),
     }
+
+
+RIM_WIDTH = 3  # px at the working size: the rims are the pixels 1..RIM_WIDTH px inside and outside the outline
+
+
+def rim_disagreement(probabilities: np.ndarray, masks: np.ndarray, *, valid: np.ndarray | None = None) -> np.ndarray:
+    """(b, K) how much the segmenter disagrees with each class's mask on the rims either side of its
+    outline, in [0, 2]: (1 - mean class probability on the inner rim) + mean class probability on
+    the outer rim. Rims are the pixels 1..RIM_WIDTH px from the outline; void pixels (``valid``
+    False) are left out; NaN where the class is empty (or its inner rim all void). Near 0 where the
+    prediction drops from ~1 to ~0 across the outline; a dilated outline's inner rim and an eroded
+    one's outer rim lie on the wrong side of the structure's edge."""
+    disagreement = np.full(masks.shape[:2], np.nan)
+    for i, (sample_probabilities, sample_masks) in enumerate(zip(probabilities, masks)):
+        known = np.ones(masks.shape[2:], bool) if valid is None else valid[i]
+        for k, mask in enumerate(sample_masks):
+            inner = mask & (ndimage.distance_transform_edt(mask) <= RIM_WIDTH) & known
+            if not inner.any():
+                continue
+            outer = ~mask & (ndimage.distance_transform_edt(~mask) <= RIM_WIDTH) & known
+            claim = float(sample_probabilities[k][outer].mean()) if outer.any() else 0.0
+            disagreement[i, k] = 1.0 - float(sample_probabilities[k][inner].mean()) + claim
+    return disagreement
