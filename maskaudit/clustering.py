@@ -210,7 +210,9 @@ def _check_features(features: np.ndarray) -> np.ndarray:
         raise ValueError(f"features must be a numeric (N, F) array, got dtype {x.dtype}")
     if np.iscomplexobj(x):
         raise ValueError("features must be a real-valued (N, F) array, got complex values")
-    return x.astype(np.float64)  # a copy: the caller's array is never modified
+    # a float32 copy: the caller's array is never modified, and N x F stays half the size (volumes
+    # have hundreds of thousands of rows); everything after the PCA is float64
+    return x.astype(np.float32)
 
 
 def _clean(x: np.ndarray) -> np.ndarray:
@@ -229,7 +231,7 @@ def _clean(x: np.ndarray) -> np.ndarray:
     if x.shape[0] == 0:
         return x
     varying = x.max(axis=0) > x.min(axis=0)
-    return x[:, varying]
+    return x if varying.all() else x[:, varying]
 
 
 def _project(x: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -240,17 +242,19 @@ def _project(x: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     coords = np.zeros((n, 2), dtype=np.float64)
     if n < 2 or f == 0:
         return np.zeros((n, 0)), coords
-    std = x.std(axis=0)
+    x -= x.mean(axis=0, dtype=np.float64).astype(x.dtype)  # in place: no second N x F array
+    std = np.sqrt(np.einsum("ij,ij->j", x, x, dtype=np.float64) / n).astype(x.dtype)
     std[std == 0] = 1.0
-    x -= x.mean(axis=0)
     x /= std
     n_components = min(PCA_MAX_COMPONENTS, n - 1, f)
     pca = PCA(n_components=n_components, random_state=seed)
     if n <= PCA_FIT_SAMPLE:
-        scores = pca.fit_transform(x)
+        scores = pca.fit_transform(x).astype(np.float64)
     else:
         rng = np.random.default_rng([seed, 2])
-        scores = pca.fit(x[_subsample(n, PCA_FIT_SAMPLE, rng)]).transform(x)
+        pca.fit(x[_subsample(n, PCA_FIT_SAMPLE, rng)])
+        scores = np.concatenate([pca.transform(x[start : start + PCA_FIT_SAMPLE]).astype(np.float64)
+                                 for start in range(0, n, PCA_FIT_SAMPLE)])  # in chunks: no centred N x F copy
     kept = np.cumsum(pca.explained_variance_ratio_)
     d = int(np.searchsorted(kept, PCA_VARIANCE - 1e-9) + 1)
     d = min(max(d, 2), n_components)
