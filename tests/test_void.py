@@ -49,3 +49,17 @@ def test_the_critic_reads_the_void_filled_masks():
     (raw,) = run_networks(images, masks, unet, qam, multilabel=True)
     np.testing.assert_allclose(with_void.qam_score, filled.qam_score, rtol=1e-5)
     assert not np.allclose(with_void.qam_score, raw.qam_score)
+
+
+def test_a_void_filled_probe_is_compared_with_the_prediction_on_labelled_pixels_only():
+    """Probes are made from void-filled masks; the band they cover must not count as disagreement."""
+    from maskaudit.evidence.segmenter import segmenter_evidence
+
+    given, valid, square = banded_square()
+    probabilities = np.where(square, 0.9, 0.1)[None, None]
+    filled = fill_void(given, valid)[None]
+    as_given = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None])
+    as_filled = segmenter_evidence(probabilities, filled, multilabel=True, valid=valid[None])
+    for name in ("dice", "boundary", "softmin", "size_ratio", "rim_disagreement"):
+        np.testing.assert_allclose(as_filled[name], as_given[name], err_msg=name)
+    assert as_given["dice"][0, 0] == 1.0

@@ -28,8 +28,9 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
     compares the prediction with the mask on either side of its outline (:func:`rim_disagreement`).
     """
     predicted = predicted_masks(probabilities, multilabel=multilabel)
-    if valid is not None:  # void pixels: no class given, so none predicted either
+    if valid is not None:  # void pixels count for neither side (a probe made from a void-filled mask covers them)
         predicted = predicted & valid[:, None]
+        masks = masks & valid[:, None]
     valid_rows = valid if valid is not None else [None] * len(masks)
     return {
         "dice": dice_per_class(predicted, masks),
