@@ -5,6 +5,10 @@ mapping goes away, so one pass over a 2 GiB cache would leave 2 GiB resident. Th
 the file and in the kernel's page cache either way; releasing only drops them from this process,
 and a later read maps them in again.
 
+The C heap needs the same care: a streaming pass allocates and frees the same batch-sized arrays
+thousands of times, and glibc keeps much of what was freed (scoring 9,000 slices left 90 MiB more
+resident than it used; 20 MiB after ``malloc_trim``). :func:`return_freed_memory` hands it back.
+
 A read maps more than the rows it asks for: the kernel maps the whole neighbourhood of each page
 fault (64 KiB by default, more for files written in large folios), so a few hundred scattered
 batches would leave most of a large cache resident. Readers therefore release after every batch;
@@ -13,12 +17,15 @@ that costs about 0.15 ms when little is resident (measured on a 2.6 GiB cache).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
 from collections.abc import Iterator
+from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["release_pages", "read_chunks"]
+__all__ = ["release_pages", "read_chunks", "return_freed_memory"]
 
 
 def release_pages(*arrays: np.ndarray) -> None:
@@ -41,3 +48,22 @@ def read_chunks(array: np.ndarray, chunk: int = 256) -> Iterator[tuple[int, np.n
         release_pages(array)
         yield start, rows
 
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        function = getattr(ctypes.CDLL(name), "malloc_trim")
+    except (OSError, AttributeError, TypeError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+    return function
+
+
+def return_freed_memory() -> None:
+    """Return the C heap's freed memory to the system (glibc ``malloc_trim``; a no-op elsewhere)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -22,12 +22,15 @@ from .evidence.image import image_evidence
 from .evidence.segmenter import segmenter_evidence
 from .inference import run_networks
 from .metrics import shape_descriptors
-from .pages import release_pages
+from .pages import release_pages, return_freed_memory
 from .void import fill_void_batch
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
     from .train import TrainResult
+
+
+TRIM_EVERY = 32  # batches between returns of the C heap's freed memory (maskaudit.pages)
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,11 @@ def compute_signals(
                                           multilabel=multilabel, valid=valid).items():
             probe_parts.setdefault(name, []).append(values)
         release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
+        if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
+            return_freed_memory()  # the batches' freed arrays, which would otherwise pile up in the heap
         bar.update(len(given))
     bar.close()
+    return_freed_memory()
     count = sum(len(values) for values in probe_parts["softmin"])
     probe_signals = _assemble(probe_parts | {"qam_features": [np.zeros((count, 0))], "bottleneck": [np.zeros((count, 0))]})
     return _assemble(given_parts, probes=probe_signals)

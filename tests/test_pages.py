@@ -1,11 +1,14 @@
 """Releasing the pages of the memory-mapped cache: the data stay, this process's resident set shrinks."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from maskaudit.pages import read_chunks, release_pages
+from maskaudit.pages import _malloc_trim, read_chunks, release_pages, return_freed_memory
 from maskaudit.train import classes_present
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
@@ -84,3 +87,30 @@ def test_releasing_after_each_batch_keeps_scattered_reads_from_piling_up(cache):
         highest = max(highest, resident_kib(path))
         release_pages(mapped)
     assert highest < 2 * 1024 and resident_kib(path) < 1024
+
+
+_FRAGMENTED_HEAP = """
+import json
+from pathlib import Path
+from maskaudit.pages import return_freed_memory
+def anonymous_kib():
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["RssAnon"].split()[0])
+blocks, survivors = [], []
+for _ in range(2000):  # 2000 x 64 KiB from the heap, each followed by a small block that stays
+    blocks.append(bytearray(64 * 1024))
+    survivors.append(bytearray(64))
+del blocks
+before = anonymous_kib()
+return_freed_memory()
+print(json.dumps({"before": before, "after": anonymous_kib()}))
+"""
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="needs glibc's malloc_trim")
+def test_freed_heap_memory_goes_back_to_the_system():
+    """Freed blocks held in place by small survivors stay resident until trimmed (a fresh interpreter,
+    so that no earlier test has moved glibc's thresholds)."""
+    completed = subprocess.run([sys.executable, "-c", _FRAGMENTED_HEAP], capture_output=True, text=True, check=True)
+    resident = json.loads(completed.stdout)
+    assert resident["after"] < resident["before"] - 64 * 1024  # most of the 125 MiB freed, now returned
