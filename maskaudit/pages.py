@@ -5,14 +5,14 @@ mapping goes away, so one pass over a 2 GiB cache would leave 2 GiB resident. Th
 the file and in the kernel's page cache either way; releasing only drops them from this process,
 and a later read maps them in again.
 
-The C heap needs the same care: a streaming pass allocates and frees the same batch-sized arrays
-thousands of times, and glibc keeps much of what was freed (scoring 9,000 slices left 90 MiB more
-resident than it used; 20 MiB after ``malloc_trim``). :func:`return_freed_memory` hands it back.
-
 A read maps more than the rows it asks for: the kernel maps the whole neighbourhood of each page
 fault (64 KiB by default, more for files written in large folios), so a few hundred scattered
 batches would leave most of a large cache resident. Readers therefore release after every batch;
 that costs about 0.15 ms when little is resident (measured on a 2.6 GiB cache).
+
+The C heap needs the same care: a streaming pass allocates and frees the same batch-sized arrays
+thousands of times, and glibc keeps much of what was freed (scoring 9,000 slices left 90 MiB more
+resident than it used; 20 MiB after ``malloc_trim``). :func:`return_freed_memory` hands it back.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ def read_chunks(array: np.ndarray, chunk: int = 256) -> Iterator[tuple[int, np.n
         rows = np.array(array[start : start + chunk])
         release_pages(array)
         yield start, rows
-
 
 
 @lru_cache(maxsize=1)
