@@ -29,6 +29,7 @@ from .signals import compute_signals, concatenate_signals
 from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
 from .visuals import predict_probabilities, predict_samples
+from .pages import return_freed_memory
 
 # Files whose presence means the directory already holds a run's results.
 RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
@@ -162,6 +163,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     _require_finite("scores", {"quality_score": scores.quality})
     check = self_check(scores, signals)
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
+    return_freed_memory()  # what scoring and clustering freed, before the export allocates its own
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
     if volume_data is not None:

@@ -29,7 +29,7 @@ from .formats.nnunet import read_case
 from .formats.volume_files import write_label_volume
 from .prepare_volumes import VolumeData
 from .visuals import predict_samples
-from .pages import release_pages
+from .pages import release_pages, return_freed_memory
 
 __all__ = ["SLICE_COLUMNS", "CaseScores", "aggregate_cases", "flagged_slices", "rank_cases", "write_slices_csv",
            "report_slices", "SlicePictures"]
@@ -134,6 +134,7 @@ def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, thre
                                    multilabel=False)
         write_suggested_volume(out_dir / "suggested", volume_data, case, labels)
         release_pages(data.masks)
+        return_freed_memory()  # each case's predictions and label volume
     rows = []
     for rank, case in enumerate(order, start=1):
         item, worst = volumes.cases[case], int(case_scores.worst[case])
