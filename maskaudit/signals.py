@@ -53,13 +53,13 @@ class Signals:
     probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy of each mask
 
 
-def _mask_signals(images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray, t: np.ndarray, *,
-                  multilabel: bool, valid: np.ndarray | None, pixel_mm: np.ndarray | None = None
+def _mask_signals(images: np.ndarray, masks: np.ndarray, filled: np.ndarray, probabilities: np.ndarray,
+                  t: np.ndarray, *, multilabel: bool, valid: np.ndarray | None, pixel_mm: np.ndarray | None = None
                   ) -> dict[str, np.ndarray]:
     """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's t (b,),
     valid (b, S, S) bool (False on void pixels) or None, pixel_mm (b, 2) mm per working pixel or None.
-    Disagreement leaves void pixels out; the image evidence and the shapes read the void-filled masks."""
-    filled = fill_void_batch(masks, valid)
+    Disagreement leaves void pixels out; the image evidence and the shapes read ``filled``, the
+    void-filled masks (maskaudit.void; the masks themselves without void)."""
     return {
         **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid, pixel_mm=pixel_mm),
         **image_evidence(images, filled),
@@ -97,16 +97,16 @@ def compute_signals(
         batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
         valid = valid_pixels(data, rows, span)
         pixel_mm = None if data.pixel_mm is None else data.pixel_mm[rows.start + span.start : rows.start + span.stop]
-        parts = _mask_signals(batch_images, given, out.probabilities, out.qam_score, multilabel=multilabel, valid=valid,
-                              pixel_mm=pixel_mm)
+        filled = fill_void_batch(given, valid)  # what the critic reads, and what its probes corrupt
+        parts = _mask_signals(batch_images, given, filled, out.probabilities, out.qam_score, multilabel=multilabel,
+                              valid=valid, pixel_mm=pixel_mm)
         parts.update(qam_features=out.qam_features, bottleneck=out.bottleneck)
         for name, values in parts.items():
             given_parts.setdefault(name, []).append(values)
         rng = np.random.default_rng([seed, rows.start + out.start])  # the same probes in any process split
-        corrupted, _ = corrupt_batch(fill_void_batch(given, valid), rng, families=families, classes=data.index.classes,
-                                     strength="probe")  # corruptions of what the critic reads
+        corrupted, _ = corrupt_batch(filled, rng, families=families, classes=data.index.classes, strength="probe")
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
-        for name, values in _mask_signals(batch_images, corrupted, out.probabilities, t,
+        for name, values in _mask_signals(batch_images, corrupted, corrupted, out.probabilities, t,
                                           multilabel=multilabel, valid=valid).items():
             probe_parts.setdefault(name, []).append(values)
         release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
