@@ -95,5 +95,8 @@ def barrier(group: ProcessGroup) -> None:
 
 
 def shutdown(group: ProcessGroup) -> None:
+    """Leave the process group. Every process must call this at the same point: a process that
+    destroys its group while another still holds it can abort the other (gloo, SIGABRT)."""
     if group.active and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -153,8 +153,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     may_be_nan = ("probes", "boundary_mm", *IMAGE_EVIDENCE, *RIM_EVIDENCE)  # by design: mm in 2-D, empty classes
     _require_finite("outputs", {name: value for name, value in vars(signals).items() if name not in may_be_nan})
     seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
+    shutdown(group)  # every process at once: from here on the main process works alone
     if not group.is_main:  # only the main process writes outputs
-        shutdown(group)
         return ScanResult(rows=[], out_dir=out_dir, stage_seconds=seconds)
 
     features = np.concatenate([signals.qam_features, signals.bottleneck, signals.shape], axis=1)
@@ -211,7 +211,6 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         seconds["report"] = time.perf_counter() - clock
     _write_run_json(out_dir, data, config, result, clusters, check, seconds, group, report_id=run_id, source=source,
                     volume_data=volume_data, slices_per_epoch=None if sampler is None else sampler.draws)
-    shutdown(group)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
 
