@@ -67,6 +67,8 @@ PCA_FIT_SAMPLE = 20_000
 KMEANS_SAMPLE = 5_000
 KMEANS_N_INIT = 3
 KMEANS_MAX_ITER = 100
+# Whole-matrix checks run over this many rows at a time (no N x F temporary).
+CHUNK_ROWS = 20_000
 # DBSCAN runs on at most this many points and this many leading PCA dimensions.
 DBSCAN_SAMPLE = 5_000
 DBSCAN_MAX_DIMS = 10
@@ -129,8 +131,9 @@ def cluster_features(features: np.ndarray, *, seed: int = 0, max_k: int = 8) -> 
 
     Parameters
     ----------
-    features : array-like of float, shape (N, F)
-        One feature vector per sample. NaN and +/-inf are allowed (replaced per column).
+    features : array-like of float, shape (N, F), or a sequence of (N, F_i) blocks
+        One feature vector per sample (blocks are taken side by side, without a concatenated copy).
+        NaN and +/-inf are allowed (replaced per column).
     seed : int, default 0
         Seed of every random choice (K-Means initialisation, subsamples, PCA solver).
     max_k : int, default 8
@@ -202,36 +205,54 @@ def cluster_features(features: np.ndarray, *, seed: int = 0, max_k: int = 8) -> 
 # --------------------------------------------------------------------------- steps
 
 
-def _check_features(features: np.ndarray) -> np.ndarray:
-    x = np.asarray(features)
-    if x.ndim != 2:
-        raise ValueError(f"features must have shape (N, F), got an array of shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise ValueError(f"features must be a numeric (N, F) array, got dtype {x.dtype}")
-    if np.iscomplexobj(x):
-        raise ValueError("features must be a real-valued (N, F) array, got complex values")
-    # a float32 copy: the caller's array is never modified, and N x F stays half the size (volumes
+def _check_features(features) -> np.ndarray:
+    """A float32 working copy of ``features``, an (N, F) array or a sequence of (N, F_i) blocks side by side."""
+    is_blocks = isinstance(features, (list, tuple)) and len(features) > 0 and all(
+        isinstance(block, np.ndarray) and block.ndim == 2 for block in features)
+    blocks = list(features) if is_blocks else [np.asarray(features)]
+    for x in blocks:
+        if x.ndim != 2:
+            raise ValueError(f"features must have shape (N, F), got an array of shape {x.shape}")
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise ValueError(f"features must be a numeric (N, F) array, got dtype {x.dtype}")
+        if np.iscomplexobj(x):
+            raise ValueError("features must be a real-valued (N, F) array, got complex values")
+    if len({len(x) for x in blocks}) > 1:
+        raise ValueError(f"feature blocks must have the same rows, got {[len(x) for x in blocks]}")
+    # one float32 copy: the caller's arrays are never modified, and N x F stays half the size (volumes
     # have hundreds of thousands of rows); everything after the PCA is float64
-    return x.astype(np.float32)
+    x = np.empty((len(blocks[0]), sum(block.shape[1] for block in blocks)), dtype=np.float32)
+    column = 0
+    for block in blocks:
+        x[:, column : column + block.shape[1]] = block
+        column += block.shape[1]
+    return x
 
 
 def _clean(x: np.ndarray) -> np.ndarray:
-    """Replace non-finite values column by column, then drop constant columns."""
-    finite = np.isfinite(x)
-    if not finite.all():
-        for j in np.flatnonzero(~finite.all(axis=0)):
-            col, ok = x[:, j], finite[:, j]
-            if not ok.any():
-                col[:] = 0.0  # nothing known: a constant column, dropped below
-                continue
-            good = col[ok]
-            col[np.isnan(col)] = np.median(good)
-            col[col == np.inf] = good.max()
-            col[col == -np.inf] = good.min()
-    if x.shape[0] == 0:
+    """Replace non-finite values column by column, then drop constant columns (in place: the result
+    is a view of ``x``, never a second N x F array)."""
+    n, f = x.shape
+    finite_columns = np.ones(f, dtype=bool)
+    for start in range(0, n, CHUNK_ROWS):
+        finite_columns &= np.isfinite(x[start : start + CHUNK_ROWS]).all(axis=0)
+    for j in np.flatnonzero(~finite_columns):
+        col = x[:, j]
+        ok = np.isfinite(col)
+        if not ok.any():
+            col[:] = 0.0  # nothing known: a constant column, dropped below
+            continue
+        good = col[ok]
+        col[np.isnan(col)] = np.median(good)
+        col[col == np.inf] = good.max()
+        col[col == -np.inf] = good.min()
+    if n == 0:
         return x
-    varying = x.max(axis=0) > x.min(axis=0)
-    return x if varying.all() else x[:, varying]
+    varying = np.flatnonzero(x.max(axis=0) > x.min(axis=0))
+    for new, old in enumerate(varying):  # move the varying columns to the front, in order
+        if new != old:
+            x[:, new] = x[:, old]
+    return x[:, : len(varying)]
 
 
 def _project(x: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -157,8 +157,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     if not group.is_main:  # only the main process writes outputs
         return ScanResult(rows=[], out_dir=out_dir, stage_seconds=seconds)
 
-    features = np.concatenate([signals.qam_features, signals.bottleneck, signals.shape], axis=1)
-    clusters = cluster_features(features, seed=config.train.seed)
+    clusters = cluster_features((signals.qam_features, signals.bottleneck, signals.shape), seed=config.train.seed)
     scores = quality_scores(signals, seed=config.train.seed)
     _require_finite("scores", {"quality_score": scores.quality})
     check = self_check(scores, signals)

@@ -86,8 +86,7 @@ def compute_signals(
     images, masks = data.images[rows.start : rows.stop], data.masks[rows.start : rows.stop]
     multilabel = data.index.multilabel
     families = critic_families(result.config.critic_holdout)
-    given_parts: dict[str, list[np.ndarray]] = {}
-    probe_parts: dict[str, list[np.ndarray]] = {}
+    given_rows, probe_rows = _Rows(len(rows)), _Rows(len(rows))
     bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
     void = None if data.void is None else data.void[rows.start : rows.stop]
     for out in run_networks(
@@ -100,29 +99,38 @@ def compute_signals(
         filled = fill_void_batch(given, valid)  # what the critic reads, and what its probes corrupt
         parts = _mask_signals(batch_images, given, filled, out.probabilities, out.qam_score, multilabel=multilabel,
                               valid=valid, pixel_mm=pixel_mm)
-        parts.update(qam_features=out.qam_features, bottleneck=out.bottleneck)
-        for name, values in parts.items():
-            given_parts.setdefault(name, []).append(values)
+        given_rows.put(out.start, parts | {"qam_features": out.qam_features, "bottleneck": out.bottleneck})
         rng = np.random.default_rng([seed, rows.start + out.start])  # the same probes in any process split
         corrupted, _ = corrupt_batch(filled, rng, families=families, classes=data.index.classes, strength="probe")
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
-        for name, values in _mask_signals(batch_images, corrupted, corrupted, out.probabilities, t,
-                                          multilabel=multilabel, valid=valid).items():
-            probe_parts.setdefault(name, []).append(values)
+        probe_rows.put(out.start, _mask_signals(batch_images, corrupted, corrupted, out.probabilities, t,
+                                                multilabel=multilabel, valid=valid))
         release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
         if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
             return_freed_memory()  # the batches' freed arrays, which would otherwise pile up in the heap
         bar.update(len(given))
     bar.close()
     return_freed_memory()
-    count = sum(len(values) for values in probe_parts["softmin"])
-    probe_signals = _assemble(probe_parts | {"qam_features": [np.zeros((count, 0))], "bottleneck": [np.zeros((count, 0))]})
-    return _assemble(given_parts, probes=probe_signals)
+    no_features = np.zeros((len(rows), 0), np.float32)
+    probes = Signals(**probe_rows.arrays, qam_features=no_features, bottleneck=no_features)
+    return Signals(**given_rows.arrays, probes=probes)
 
 
-def _assemble(parts: dict[str, list[np.ndarray]], probes: Signals | None = None) -> Signals:
-    return Signals(**{name: np.concatenate(values).astype(np.float32) for name, values in parts.items()},
-                   probes=probes)
+class _Rows:
+    """Per-field float32 arrays of ``count`` rows, filled batch by batch: a scan of N samples holds each
+    field once, never a list of batches and their concatenation beside it."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def put(self, start: int, parts: dict[str, np.ndarray]) -> None:
+        """Store each field's (b, ...) values as rows ``start .. start + b``."""
+        for name, values in parts.items():
+            values = np.asarray(values)
+            if name not in self.arrays:
+                self.arrays[name] = np.empty((self.count, *values.shape[1:]), np.float32)
+            self.arrays[name][start : start + len(values)] = values
 
 
 @torch.no_grad()

@@ -14,14 +14,13 @@ Shape key: N slices, K classes, M cases, S working resolution, H x W one slice's
 from __future__ import annotations
 
 import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from .atomic import atomic_path
 from .diagnosis import diagnose
 from .export import LIST_SEPARATOR, ScoreRow
 from .scoring import quality_from_suspicion
@@ -100,19 +99,19 @@ def flagged_slices(suspicion: np.ndarray, case_of: np.ndarray, cases, *, limit: 
 
 def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, scores) -> None:
     """slices.csv: one row per slice, in case and slice order (columns :data:`SLICE_COLUMNS`)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(SLICE_COLUMNS)
     cases = volume_data.volumes.cases
-    for position, (case, index) in enumerate(zip(volume_data.case_of, volume_data.slice_of)):
-        writer.writerow([
-            cases[case].id, int(index), f"{scores.quality[position]:.6f}", f"{scores.suspicion[position]:.6f}",
-            f"{signals.dice[position].mean():.6f}", LIST_SEPARATOR.join(f"{value:.4f}" for value in signals.dice[position]),
-            f"{signals.boundary[position].max():.3f}", f"{signals.qam_score[position]:.6f}",
-            int(clusters.labels[position]), int(clusters.outlier[position]),
-            f"{signals.boundary_mm[position].max():.3f}",
-        ])
-    atomic_write_text(path, buffer.getvalue())
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")  # row by row: never the whole file in memory
+        writer.writerow(SLICE_COLUMNS)
+        for position, (case, index) in enumerate(zip(volume_data.case_of, volume_data.slice_of)):
+            writer.writerow([
+                cases[case].id, int(index), f"{scores.quality[position]:.6f}", f"{scores.suspicion[position]:.6f}",
+                f"{signals.dice[position].mean():.6f}",
+                LIST_SEPARATOR.join(f"{value:.4f}" for value in signals.dice[position]),
+                f"{signals.boundary[position].max():.3f}", f"{signals.qam_score[position]:.6f}",
+                int(clusters.labels[position]), int(clusters.outlier[position]),
+                f"{signals.boundary_mm[position].max():.3f}",
+            ])
 
 
 def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, threshold: float, out_dir: Path,

@@ -119,6 +119,23 @@ def test_non_finite_values_are_handled():
     np.testing.assert_array_equal(x, before)  # the caller's array is untouched
 
 
+def test_feature_blocks_side_by_side_equal_their_concatenation():
+    """The scan passes its QAM, bottleneck and shape features as three blocks (no concatenated copy)."""
+    x = blobs_with_outliers()
+    x[5, 2], x[9, 1] = np.nan, np.inf
+    x = np.column_stack([x, np.ones(len(x))])  # a constant column, dropped in place
+    blocks = (x[:, :4].astype(np.float32), x[:, 4:8].copy(), x[:, 8:].copy())
+    before = [block.copy() for block in blocks]
+    a, b = cluster_features(x, seed=0), cluster_features(blocks, seed=0)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.outlier, b.outlier)
+    np.testing.assert_allclose(a.outlier_score, b.outlier_score, rtol=1e-5, atol=1e-7)
+    for block, original in zip(blocks, before):
+        np.testing.assert_array_equal(block, original)  # the caller's blocks are untouched
+    with pytest.raises(ValueError, match="same rows"):
+        cluster_features((x[:10], x[:11]))
+
+
 def test_duplicated_rows_and_one_stray_point():
     rng = np.random.default_rng(0)
     x = np.repeat(rng.normal(size=(3, 4)), 20, axis=0)
