@@ -63,7 +63,8 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
     truth = make_corrupted(source, corrupted, fraction=fraction, kinds=kinds, seed=args.seed)
     out_dir = runs / f"{name}-{int(fraction * 100)}pct-scan"
     train_config = TrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, precision=args.precision, flips=args.flips,
-                               critic_holdout=tuple(args.critic_holdout), size=args.size)
+                               critic_holdout=tuple(args.critic_holdout), critic_share=args.critic_share,
+                               size=args.size)
     started = time.perf_counter()
     result = scan(corrupted, out_dir, ScanConfig(train=train_config, overwrite=True, report=False), progress=args.progress)
     scan_seconds = time.perf_counter() - started
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--critic-holdout", nargs="*", default=[],
                         help="corruption families the label critic and the fusion's probes never see "
                              "(maskaudit.corruptions.CRITIC_FAMILIES), to measure a kind it was not trained on")
+    parser.add_argument("--critic-share", type=float, default=TrainConfig.critic_share,
+                        help="share of each batch whose corrupted copy the label critic scores")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs")
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 CHECKPOINT_NAME = "model.pt"
 # Fields that must match for --resume to continue a run rather than start a different one.
 _RESUME_KEYS = ("mode", "lam", "size", "width", "qam_width", "batch_size", "seed", "flips", "augment",
-                "weight_average", "critic", "critic_holdout")
+                "weight_average", "critic", "critic_holdout", "critic_share")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TrainConfig:
     weight_average: float = 0.5  # result = epoch-end weights averaged with this decay; 0: the last epoch's
     critic: float = 1.0          # weight of the label critic's ranking loss on the QAM (0: the paper's QAM only)
     critic_holdout: tuple[str, ...] = ()  # corruption families the critic never sees (for benchmarks)
+    critic_share: float = 1.0    # share of each batch whose corrupted copy the critic scores (the QAM's extra cost)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,6 +75,8 @@ class TrainConfig:
         if self.critic < 0:
             raise ValueError(f"critic must be >= 0, got {self.critic}")
         critic_families(self.critic_holdout)  # raises ValueError for unknown names
+        if not 0.0 < self.critic_share <= 1.0:
+            raise ValueError(f"critic_share must be in (0, 1], got {self.critic_share}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -245,6 +248,7 @@ def weighted_loss(
     unet: torch.nn.Module, qam: torch.nn.Module | None, images: torch.Tensor, masks: torch.Tensor, *,
     config: TrainConfig, amp_dtype: torch.dtype | None, multilabel: bool, valid: torch.Tensor | None = None,
     corrupted: torch.Tensor | None = None, changed: torch.Tensor | None = None, qam_masks: torch.Tensor | None = None,
+    critic_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward pass of the joint objective on a batch: (objective, L (B,), Dice (B, K), t (B,), w (B,)).
     valid: (B, 1, H, W) float, 0 on void pixels (see per_sample_loss), or None; qam_masks: the masks
@@ -254,8 +258,9 @@ def weighted_loss(
     paper Eq. 1-2). The QAM learns from sum_i w_i CE_i with the losses held fixed: cross-entropy
     alone, in which a dilated mask is not easier than the true one (under CE + soft Dice it is,
     and the paper's objective then favours dilated masks; docs/BENCHMARKS.md, section 2). With
-    ``corrupted`` masks (B, K, H, W) and ``changed`` (B,) bool, the label critic's ranking loss,
-    times ``config.critic``, teaches the QAM to score every given mask above its corrupted copy.
+    ``corrupted`` masks (B', K, H, W) and ``changed`` (B',) bool, the label critic's ranking loss,
+    times ``config.critic``, teaches the QAM to score each given mask above its corrupted copy;
+    ``critic_rows`` (B',) int are the batch positions the copies were made from (None: all B).
     The U-Net runs under autocast with ``amp_dtype``. The QAM stays in fp32: its score drives the
     batch softmax, and its GroupNorm runs twice as fast in fp32 as in bf16 on a CPU (docs/BENCHMARKS.md).
     """
@@ -267,9 +272,10 @@ def weighted_loss(
         return (weights * loss_i).sum(), loss_i, dice_i, torch.zeros_like(weights), weights
     qam_masks = masks if qam_masks is None else qam_masks
     if corrupted is not None and config.critic > 0:
-        t_both = qam(torch.cat([images, images]), torch.cat([qam_masks, corrupted]))[0].float()
+        rows = slice(None) if critic_rows is None else critic_rows
+        t_both = qam(torch.cat([images, images[rows]]), torch.cat([qam_masks, corrupted]))[0].float()
         t, t_corrupted = t_both[: len(images)], t_both[len(images) :]
-        critic = ranking_loss(t, t_corrupted, changed)
+        critic = ranking_loss(t[rows], t_corrupted, changed)
     else:
         t, critic = qam(images, qam_masks)[0].float(), None
     weights = ocm_weights(t, mode=config.mode, lam=config.lam)
@@ -277,6 +283,15 @@ def weighted_loss(
     if critic is not None:
         objective = objective + config.critic * critic
     return objective, loss_i, dice_i, t, weights
+
+
+def critic_positions(batch: int, share: float, rng: np.random.Generator) -> np.ndarray:
+    """(m,) sorted positions of the batch whose corrupted copies the critic scores: all of them at
+    ``share`` 1 (no draw from ``rng``), else ceil(share * batch) drawn at random (a batch's rows are
+    sorted, so taking the first ones would favour low sample indices)."""
+    if share >= 1.0:
+        return np.arange(batch)
+    return np.sort(rng.choice(batch, size=math.ceil(share * batch), replace=False))
 
 
 def void_batch(void: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -445,10 +460,13 @@ def train(
             if qam is not None and valid is not None:
                 filled = fill_void_batch(masks.cpu().numpy() > 0.5, valid[:, 0].cpu().numpy() > 0.5)
                 qam_masks = torch.from_numpy(filled).float().to(device)
-            corrupted, changed = None, None
+            corrupted, changed, critic_rows = None, None, None
             if qam is not None and config.critic > 0:  # after augmentation: the pair differs only by the corruption
                 given = (masks if qam_masks is None else qam_masks).cpu().numpy() > 0.5
-                corrupted, changed = corrupt_batch(given, critic_rng, families=families, classes=data.index.classes)
+                picked = critic_positions(len(given), config.critic_share, critic_rng)
+                corrupted, changed = corrupt_batch(given[picked], critic_rng, families=families,
+                                                   classes=data.index.classes)
+                critic_rows = None if len(picked) == len(given) else torch.from_numpy(picked).to(device)
                 corrupted = torch.from_numpy(corrupted).float().to(device).contiguous(memory_format=memory_format)
                 changed = torch.from_numpy(changed).to(device)
             images = images.contiguous(memory_format=memory_format)
@@ -457,7 +475,8 @@ def train(
                 qam_masks = qam_masks.contiguous(memory_format=memory_format)
             loss, loss_i, dice_i, t, weights = weighted_loss(unet, qam, images, masks, config=config,
                                                              amp_dtype=amp_dtype, multilabel=multilabel, valid=valid,
-                                                             corrupted=corrupted, changed=changed, qam_masks=qam_masks)
+                                                             corrupted=corrupted, changed=changed, qam_masks=qam_masks,
+                                                             critic_rows=critic_rows)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}; "

@@ -19,11 +19,13 @@ from maskaudit.train import (
     augment_batch,
     classes_learned,
     classes_present,
+    critic_positions,
     epoch_batches,
     per_sample_loss,
     ranking_stability,
     should_stop_early,
     train,
+    weighted_loss,
 )
 
 
@@ -302,3 +304,35 @@ def test_batchnorm_statistics_are_re_estimated_for_the_final_weights():
     assert (scrambled - in_training_mode).abs().max() > 1.0
     # one batch of all 16 images: the statistics are that batch's (the unbiased variance: a small difference)
     assert torch.allclose(recalibrated, in_training_mode, atol=0.05)
+
+
+def test_critic_positions_take_the_whole_batch_or_a_random_share_of_it():
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    np.testing.assert_array_equal(critic_positions(8, 1.0, rng), np.arange(8))
+    assert rng.bit_generator.state == state  # the default draws nothing: runs stay as they were
+    drawn = [critic_positions(8, 0.5, rng) for _ in range(200)]
+    assert all(len(p) == 4 and len(set(p)) == 4 and list(p) == sorted(p) for p in drawn)
+    counts = np.bincount(np.concatenate(drawn), minlength=8)
+    assert counts.min() > 70  # every position about equally often (100 expected), not the first four
+    assert len(critic_positions(9, 0.5, rng)) == 5
+    with pytest.raises(ValueError, match="critic_share"):
+        small_config(critic_share=0.0)
+
+
+def test_the_critic_on_part_of_the_batch_ranks_those_samples_and_trains_both_networks():
+    data, _ = tiny_data(8)
+    config = small_config(critic_share=0.5)
+    torch.manual_seed(0)
+    unet, qam = UNet(1, 2, width=4), QualityAwarenessModule(1, 2, width=4)
+    images = torch.from_numpy(data.images.astype(np.float32) / 255.0)
+    masks = torch.from_numpy(data.masks.astype(np.float32))
+    rows = torch.tensor([1, 4, 6, 7])
+    corrupted = torch.zeros_like(masks[rows])  # every copy emptied: clearly worse than its given mask
+    seen = []
+    qam.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    objective, *_ = weighted_loss(unet, qam, images, masks, config=config, amp_dtype=None, multilabel=True,
+                                  corrupted=corrupted, changed=torch.ones(4, dtype=torch.bool), critic_rows=rows)
+    assert seen == [12]  # the batch and the four copies, not twice the batch
+    objective.backward()
+    assert all(p.grad is not None for p in qam.parameters()) and any(p.grad.abs().sum() > 0 for p in unet.parameters())
