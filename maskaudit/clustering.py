@@ -8,7 +8,8 @@ Pipeline of :func:`cluster_features` (all deterministic given ``seed``):
    finite maximum / minimum) and constant columns are dropped.
 2. Columns are standardised and projected by PCA onto the fewest components (at most
    20, at least 2 when available) that keep 90% of the variance (PCA fitted on a
-   seeded subsample of 20,000 rows above that).
+   seeded subsample of 20,000 rows above that). Steps 1 and 2 read the features in
+   chunks of rows: no N x F copy is made, and memory-mapped features stay on disk.
 3. K-Means with ``k`` in ``2..max_k`` chosen by the silhouette score (computed on a
    seeded subsample of at most 2,000 points). Above 5,000 samples, ``k`` and the centres
    come from a seeded subsample of 5,000 and every point goes to its nearest centre.
@@ -41,6 +42,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from .pages import release_pages
 
 __all__ = ["ClusterResult", "cluster_features"]
 
@@ -160,12 +163,11 @@ def cluster_features(features: np.ndarray, *, seed: int = 0, max_k: int = 8) -> 
     >>> np.flatnonzero(result.outlier), int(np.argmax(result.outlier_score))
     (array([100]), 100)
     """
-    x = _check_features(features)
+    blocks = _check_features(features)
     if isinstance(max_k, bool) or not isinstance(max_k, (int, np.integer)) or max_k < 2:
         raise ValueError(f"max_k must be an integer >= 2, got {max_k!r}")
-    n = x.shape[0]
-    x = _clean(x)
-    z, coords = _project(x, seed=seed)
+    n = len(blocks[0])
+    z, coords = _project(blocks, seed=seed)
     if n < MIN_SAMPLES_TO_CLUSTER or z.shape[1] == 0:
         return _trivial(n, coords)
 
@@ -205,8 +207,8 @@ def cluster_features(features: np.ndarray, *, seed: int = 0, max_k: int = 8) -> 
 # --------------------------------------------------------------------------- steps
 
 
-def _check_features(features) -> np.ndarray:
-    """A float32 working copy of ``features``, an (N, F) array or a sequence of (N, F_i) blocks side by side."""
+def _check_features(features) -> list[np.ndarray]:
+    """The (N, F_i) blocks of ``features``, an (N, F) array or a sequence of blocks side by side (not copied)."""
     is_blocks = isinstance(features, (list, tuple)) and len(features) > 0 and all(
         isinstance(block, np.ndarray) and block.ndim == 2 for block in features)
     blocks = list(features) if is_blocks else [np.asarray(features)]
@@ -219,63 +221,111 @@ def _check_features(features) -> np.ndarray:
             raise ValueError("features must be a real-valued (N, F) array, got complex values")
     if len({len(x) for x in blocks}) > 1:
         raise ValueError(f"feature blocks must have the same rows, got {[len(x) for x in blocks]}")
-    # one float32 copy: the caller's arrays are never modified, and N x F stays half the size (volumes
-    # have hundreds of thousands of rows); everything after the PCA is float64
-    x = np.empty((len(blocks[0]), sum(block.shape[1] for block in blocks)), dtype=np.float32)
-    column = 0
-    for block in blocks:
-        x[:, column : column + block.shape[1]] = block
-        column += block.shape[1]
+    return blocks
+
+
+def _raw_rows(blocks: list[np.ndarray], rows) -> np.ndarray:
+    """A float32 copy of ``rows`` (a slice or sorted indices) of the blocks side by side, (r, F).
+    Memory-mapped blocks give their pages back after each read (maskaudit.pages)."""
+    x = np.concatenate([np.asarray(block[rows], dtype=np.float32) for block in blocks], axis=1)
+    release_pages(*blocks)
     return x
 
 
-def _clean(x: np.ndarray) -> np.ndarray:
-    """Replace non-finite values column by column, then drop constant columns (in place: the result
-    is a view of ``x``, never a second N x F array)."""
-    n, f = x.shape
-    finite_columns = np.ones(f, dtype=bool)
-    for start in range(0, n, CHUNK_ROWS):
-        finite_columns &= np.isfinite(x[start : start + CHUNK_ROWS]).all(axis=0)
-    for j in np.flatnonzero(~finite_columns):
-        col = x[:, j]
-        ok = np.isfinite(col)
-        if not ok.any():
-            col[:] = 0.0  # nothing known: a constant column, dropped below
-            continue
-        good = col[ok]
-        col[np.isnan(col)] = np.median(good)
-        col[col == np.inf] = good.max()
-        col[col == -np.inf] = good.min()
-    if n == 0:
+def _chunks(n: int):
+    return (slice(start, min(start + CHUNK_ROWS, n)) for start in range(0, n, CHUNK_ROWS))
+
+
+@dataclass(frozen=True)
+class _Standardiser:
+    """Raw feature rows to the rows PCA reads, fitted over all N rows without holding them: NaN, +inf
+    and -inf replaced per column (by the median, maximum and minimum of its finite values; 0 in a
+    column without any), constant columns dropped, the others centred and scaled to unit variance."""
+
+    nan_fill: np.ndarray     # (F,) float32
+    posinf_fill: np.ndarray  # (F,) float32
+    neginf_fill: np.ndarray  # (F,) float32
+    kept: np.ndarray         # (F',) int, the columns that vary
+    mean: np.ndarray         # (F',) float32
+    std: np.ndarray          # (F',) float32, > 0
+
+    @classmethod
+    def fit(cls, blocks: list[np.ndarray]) -> "_Standardiser":
+        n, f = len(blocks[0]), sum(block.shape[1] for block in blocks)
+        fills = [np.zeros(f, np.float32) for _ in range(3)]
+        finite_columns = np.ones(f, dtype=bool)
+        for rows in _chunks(n):
+            finite_columns &= np.isfinite(_raw_rows(blocks, rows)).all(axis=0)
+        for j in np.flatnonzero(~finite_columns):  # one column at a time: N values
+            column = _column(blocks, j)
+            good = column[np.isfinite(column)]
+            if len(good):
+                fills[0][j], fills[1][j], fills[2][j] = np.median(good), good.max(), good.min()
+        low, high = np.full(f, np.inf, np.float32), np.full(f, -np.inf, np.float32)
+        total = np.zeros(f, np.float64)
+        for rows in _chunks(n):
+            x = _replace_non_finite(_raw_rows(blocks, rows), *fills)
+            low, high = np.minimum(low, x.min(axis=0, initial=np.inf)), np.maximum(high, x.max(axis=0, initial=-np.inf))
+            total += x.sum(axis=0, dtype=np.float64)
+        kept = np.flatnonzero(high > low)
+        mean = (total[kept] / max(n, 1)).astype(np.float32)
+        squares = np.zeros(len(kept), np.float64)
+        for rows in _chunks(n):
+            x = _replace_non_finite(_raw_rows(blocks, rows), *fills)[:, kept] - mean
+            squares += np.einsum("ij,ij->j", x, x, dtype=np.float64)
+        std = np.sqrt(squares / max(n, 1)).astype(np.float32)
+        std[std == 0] = 1.0
+        return cls(*fills, kept=kept, mean=mean, std=std)
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """(r, F) raw rows to (r, F') standardised float32 rows (``raw`` is overwritten)."""
+        x = _replace_non_finite(raw, self.nan_fill, self.posinf_fill, self.neginf_fill)[:, self.kept]
+        x -= self.mean
+        x /= self.std
         return x
-    varying = np.flatnonzero(x.max(axis=0) > x.min(axis=0))
-    for new, old in enumerate(varying):  # move the varying columns to the front, in order
-        if new != old:
-            x[:, new] = x[:, old]
-    return x[:, : len(varying)]
 
 
-def _project(x: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Standardise and PCA-project; return (scores (N, d), coords (N, 2))."""
+def _column(blocks: list[np.ndarray], j: int) -> np.ndarray:
+    """(N,) float32 copy of column ``j`` of the blocks side by side."""
+    for block in blocks:
+        if j < block.shape[1]:
+            column = np.asarray(block[:, j], dtype=np.float32)
+            release_pages(block)
+            return column
+        j -= block.shape[1]
+    raise IndexError(j)
+
+
+def _replace_non_finite(x: np.ndarray, nan_fill, posinf_fill, neginf_fill) -> np.ndarray:
+    """``x`` (r, F) with NaN, +inf and -inf replaced by each column's fill, in place."""
+    if not np.isfinite(x).all():
+        for j in np.flatnonzero(~np.isfinite(x).all(axis=0)):
+            column = x[:, j]
+            column[np.isnan(column)] = nan_fill[j]
+            column[column == np.inf] = posinf_fill[j]
+            column[column == -np.inf] = neginf_fill[j]
+    return x
+
+
+def _project(blocks: list[np.ndarray], *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise and PCA-project, reading the rows in chunks (never an N x F copy); return
+    (scores (N, d), coords (N, 2))."""
     from sklearn.decomposition import PCA
 
-    n, f = x.shape
+    n = len(blocks[0])
     coords = np.zeros((n, 2), dtype=np.float64)
-    if n < 2 or f == 0:
+    if n < 2:
         return np.zeros((n, 0)), coords
-    x -= x.mean(axis=0, dtype=np.float64).astype(x.dtype)  # in place: no second N x F array
-    std = np.sqrt(np.einsum("ij,ij->j", x, x, dtype=np.float64) / n).astype(x.dtype)
-    std[std == 0] = 1.0
-    x /= std
+    standardiser = _Standardiser.fit(blocks)
+    f = len(standardiser.kept)
+    if f == 0:
+        return np.zeros((n, 0)), coords
     n_components = min(PCA_MAX_COMPONENTS, n - 1, f)
     pca = PCA(n_components=n_components, random_state=seed)
-    if n <= PCA_FIT_SAMPLE:
-        scores = pca.fit_transform(x).astype(np.float64)
-    else:
-        rng = np.random.default_rng([seed, 2])
-        pca.fit(x[_subsample(n, PCA_FIT_SAMPLE, rng)])
-        scores = np.concatenate([pca.transform(x[start : start + PCA_FIT_SAMPLE]).astype(np.float64)
-                                 for start in range(0, n, PCA_FIT_SAMPLE)])  # in chunks: no centred N x F copy
+    fit_rows = _subsample(n, PCA_FIT_SAMPLE, np.random.default_rng([seed, 2]))
+    pca.fit(standardiser.apply(_raw_rows(blocks, fit_rows)))
+    scores = np.concatenate([pca.transform(standardiser.apply(_raw_rows(blocks, slice(start, start + PCA_FIT_SAMPLE))))
+                             .astype(np.float64) for start in range(0, n, PCA_FIT_SAMPLE)])
     kept = np.cumsum(pca.explained_variance_ratio_)
     d = int(np.searchsorted(kept, PCA_VARIANCE - 1e-9) + 1)
     d = min(max(d, 2), n_components)

@@ -20,12 +20,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Mapping
+from typing import BinaryIO
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["release_pages", "read_chunks", "return_freed_memory"]
+__all__ = ["release_pages", "read_chunks", "return_freed_memory", "write_npz"]
 
 
 def release_pages(*arrays: np.ndarray) -> None:
@@ -66,3 +68,19 @@ def return_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], *, chunk: int = 16_384) -> None:
+    """Write ``arrays`` to ``handle`` as a compressed .npz that ``np.load`` reads (as ``np.savez_compressed``
+    does), ``chunk`` rows at a time, releasing memory-mapped arrays' pages after each chunk."""
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                if array.ndim == 0 or array.dtype.hasobject:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+                    continue
+                header = np.lib.format.header_data_from_array_1_0(array)
+                header["fortran_order"] = False  # the rows are written in C order below
+                np.lib.format.write_array_header_2_0(member, header)
+                for start, rows in read_chunks(array, chunk=chunk):
+                    member.write(np.ascontiguousarray(rows).tobytes(order="C"))

@@ -29,7 +29,7 @@ from .signals import compute_signals, concatenate_signals
 from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
 from .visuals import predict_probabilities, predict_samples
-from .pages import return_freed_memory
+from .pages import read_chunks, return_freed_memory, write_npz
 
 # Files whose presence means the directory already holds a run's results.
 RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
@@ -103,9 +103,13 @@ def _clear_previous_run(out_dir: Path, *, keep_checkpoint: bool) -> None:
             shutil.rmtree(path)
 
 
+SIGNALS_STORE = "signals"  # under OUT/cache: the scoring pass's wide features, memory-mapped, until features.npz has them
+
+
 def _require_finite(what: str, arrays: dict[str, np.ndarray]) -> None:
     """Stop with a TrainingError instead of writing scores computed from NaN or inf values."""
-    bad = [name for name, values in arrays.items() if not np.isfinite(values).all()]
+    bad = [name for name, values in arrays.items()  # in row chunks: memory-mapped features stay on disk
+           if not all(np.isfinite(rows).all() for _, rows in read_chunks(values, chunk=16_384))]
     if bad:
         raise TrainingError(
             f"the trained model gave non-finite {what} ({', '.join(bad)}), so no scores were written; "
@@ -145,9 +149,10 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
 
     shard = shard_range(len(data.index.samples), group)
+    store = None if group.active else out_dir / "cache" / SIGNALS_STORE  # the processes' features are gathered
     signals = concatenate_signals(gather_objects(
         compute_signals(data, result, rows=shard, device=train_config.device, seed=config.train.seed,
-                        progress=progress and group.is_main),
+                        progress=progress and group.is_main, store=store),
         group,
     ))
     may_be_nan = ("probes", "boundary_mm", *IMAGE_EVIDENCE, *RIM_EVIDENCE)  # by design: mm in 2-D, empty classes
@@ -210,6 +215,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         seconds["report"] = time.perf_counter() - clock
     _write_run_json(out_dir, data, config, result, clusters, check, seconds, group, report_id=run_id, source=source,
                     volume_data=volume_data, slices_per_epoch=None if sampler is None else sampler.draws)
+    if store is not None:  # features.npz holds them now
+        shutil.rmtree(store, ignore_errors=True)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
 
 
@@ -303,7 +310,7 @@ def _write_features(path: Path, data: PreparedData, signals, clusters, scores) -
     arrays.update({f"evidence_{name}": values for name, values in scores.evidence.items()})
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            write_npz(handle, arrays)
 
 
 def _select_rows(rows: list[ScoreRow], config: ScanConfig) -> list[ScoreRow]:

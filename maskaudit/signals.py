@@ -11,6 +11,7 @@ Shape key: N samples, K classes, F / G feature widths, S working resolution, D s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,16 +78,21 @@ def compute_signals(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = False,
+    store: Path | None = None,
 ) -> Signals:
     """Run the trained networks once over ``rows`` (default: every sample) and reduce each batch to
     per-sample numbers; the result has one row per sample of ``rows``, in order. Its ``probes`` hold
     the same evidence for one random corruption of each mask, drawn from the critic's corruption
-    families (its held-out ones excluded) with ``seed`` (the critic's t is 0 without a QAM)."""
+    families (its held-out ones excluded) with ``seed`` (the critic's t is 0 without a QAM).
+
+    With ``store``, a directory, the wide feature fields (``WIDE_FIELDS``, most of a row's bytes) are
+    memory-mapped .npy files there, written batch by batch and released from memory (maskaudit.pages),
+    so that a scan of hundreds of thousands of slices does not hold them."""
     rows = range(len(data.images)) if rows is None else rows
     images, masks = data.images[rows.start : rows.stop], data.masks[rows.start : rows.stop]
     multilabel = data.index.multilabel
     families = critic_families(result.config.critic_holdout)
-    given_rows, probe_rows = _Rows(len(rows)), _Rows(len(rows))
+    given_rows, probe_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-"), _Rows(len(rows))
     bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
     void = None if data.void is None else data.void[rows.start : rows.stop]
     for out in run_networks(
@@ -105,7 +111,7 @@ def compute_signals(
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
         probe_rows.put(out.start, _mask_signals(batch_images, corrupted, corrupted, out.probabilities, t,
                                                 multilabel=multilabel, valid=valid))
-        release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
+        release_pages(images, masks, data.void, *given_rows.arrays.values())  # none of it stays resident
         if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
             return_freed_memory()  # the batches' freed arrays, which would otherwise pile up in the heap
         bar.update(len(given))
@@ -116,12 +122,16 @@ def compute_signals(
     return Signals(**given_rows.arrays, probes=probes)
 
 
+WIDE_FIELDS = ("qam_features", "bottleneck")  # (N, 64) and (N, 128) at the defaults: 0.75 KiB per sample
+
+
 class _Rows:
     """Per-field float32 arrays of ``count`` rows, filled batch by batch: a scan of N samples holds each
-    field once, never a list of batches and their concatenation beside it."""
+    field once, never a list of batches and their concatenation beside it. With ``store``, the
+    WIDE_FIELDS are memory-mapped files ``store/<prefix><field>.npy`` instead."""
 
-    def __init__(self, count: int):
-        self.count = count
+    def __init__(self, count: int, *, store: Path | None = None, prefix: str = ""):
+        self.count, self.store, self.prefix = count, store, prefix
         self.arrays: dict[str, np.ndarray] = {}
 
     def put(self, start: int, parts: dict[str, np.ndarray]) -> None:
@@ -129,7 +139,13 @@ class _Rows:
         for name, values in parts.items():
             values = np.asarray(values)
             if name not in self.arrays:
-                self.arrays[name] = np.empty((self.count, *values.shape[1:]), np.float32)
+                shape = (self.count, *values.shape[1:])
+                if self.store is not None and name in WIDE_FIELDS and np.prod(shape) > 0:
+                    self.store.mkdir(parents=True, exist_ok=True)
+                    path = self.store / f"{self.prefix}{name}.npy"
+                    self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+                else:
+                    self.arrays[name] = np.empty(shape, np.float32)
             self.arrays[name][start : start + len(values)] = values
 
 

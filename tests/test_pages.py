@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskaudit.pages import _malloc_trim, read_chunks, release_pages, return_freed_memory
+from maskaudit.pages import _malloc_trim, read_chunks, release_pages, return_freed_memory, write_npz
 from maskaudit.train import classes_present
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
@@ -67,6 +67,21 @@ def test_read_chunks_yields_every_row_once_in_order(cache):
         starts.append(start)
         np.testing.assert_array_equal(rows, values[start : start + 100])
     assert starts == [0, 100, 200, 300, 400, 500]
+
+
+def test_write_npz_streams_a_memory_mapped_array_into_an_archive_numpy_reads(cache, tmp_path):
+    path, values = cache
+    mapped = np.load(path, mmap_mode="r")
+    others = {"ids": np.asarray(["a", "bb", "ccc"]), "flags": np.array([True, False]), "empty": np.zeros((0, 3)),
+              "column": np.arange(12.0).reshape(3, 4)[:, 1], "fortran": np.asfortranarray(np.arange(6).reshape(2, 3))}
+    with open(tmp_path / "out.npz", "wb") as handle:
+        write_npz(handle, {"masks": mapped, **others}, chunk=100)
+    assert resident_kib(path) < 1024  # written chunk by chunk, each chunk's pages released
+    loaded = np.load(tmp_path / "out.npz")
+    np.testing.assert_array_equal(loaded["masks"], values)
+    for name, array in others.items():
+        assert loaded[name].dtype == array.dtype
+        np.testing.assert_array_equal(loaded[name], array)
 
 
 def test_release_pages_leaves_in_memory_arrays_alone():

@@ -336,3 +336,19 @@ def test_the_critic_on_part_of_the_batch_ranks_those_samples_and_trains_both_net
     assert seen == [12]  # the batch and the four copies, not twice the batch
     objective.backward()
     assert all(p.grad is not None for p in qam.parameters()) and any(p.grad.abs().sum() > 0 for p in unet.parameters())
+
+
+def test_signals_with_a_store_keep_the_wide_features_in_memory_mapped_files(tmp_path):
+    """A volume scan's hundreds of thousands of rows: the QAM and bottleneck features go to disk."""
+    from maskaudit.signals import WIDE_FIELDS, compute_signals
+
+    data, _ = tiny_data(12)
+    result = train(data, small_config(epochs=1))
+    in_memory = compute_signals(data, result, batch_size=5)
+    stored = compute_signals(data, result, batch_size=5, store=tmp_path / "signals")
+    for name in WIDE_FIELDS:
+        assert isinstance(getattr(stored, name), np.memmap) and not isinstance(getattr(in_memory, name), np.memmap)
+        assert (tmp_path / "signals" / f"rows0-{name}.npy").exists()
+    for name in ("qam_features", "bottleneck", "dice", "softmin", "shape", "qam_score"):
+        np.testing.assert_array_equal(getattr(stored, name), getattr(in_memory, name))
+        np.testing.assert_array_equal(getattr(stored.probes, name), getattr(in_memory.probes, name))
