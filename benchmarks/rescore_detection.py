@@ -50,22 +50,27 @@ def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict
     signals = compute_signals(data, result, seed=config.seed)
     scores = quality_scores(signals, seed=config.seed)
     ids = [sample.id for sample in data.index.samples]
-    report = detection_report(read_truth(dataset / "truth.csv"), dict(zip(ids, scores.quality)))
-    return {"report": report, "self_check": scores.self_check_auroc, "weights": scores.fusion.weights}
+    truth = dataset / "truth.csv"  # a clean copy has none: then only its suspects are counted
+    report = detection_report(read_truth(truth), dict(zip(ids, scores.quality))) if truth.exists() else None
+    return {"report": report, "self_check": scores.self_check_auroc, "weights": scores.fusion.weights,
+            "suspects": int((scores.quality < 0.5).sum()), "bad_share": scores.bad_share}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", type=Path, help="the corrupted copy (with truth.csv)")
+    parser.add_argument("dataset", type=Path, help="the corrupted copy (with truth.csv), or a clean one")
     parser.add_argument("scan_dir", type=Path, help="the scan's --out directory (with model.pt and cache/)")
     parser.add_argument("--recalibrate-batchnorm", action="store_true",
                         help="re-estimate the U-Net's BatchNorm statistics first (networks trained before 0.3.1)")
     args = parser.parse_args(argv)
     outcome = rescore(args.dataset, args.scan_dir, recalibrate=args.recalibrate_batchnorm)
-    overall = outcome["report"]["overall"]
-    print(f"{args.dataset.name}: AUROC {overall['auroc']:.3f} AP {overall['ap']:.3f} "
-          f"self-check {outcome['self_check']:.3f}")
-    print("per kind AUROC:", json.dumps({kind: round(m["auroc"], 3) for kind, m in outcome["report"]["per_kind"].items()}))
+    print(f"{args.dataset.name}: {outcome['suspects']} suspects (quality_score < 0.5), "
+          f"estimated bad share {outcome['bad_share']:.3f}, self-check {outcome['self_check']:.3f}")
+    if outcome["report"] is not None:
+        overall = outcome["report"]["overall"]
+        print(f"AUROC {overall['auroc']:.3f} AP {overall['ap']:.3f}")
+        print("per kind AUROC:",
+              json.dumps({kind: round(m["auroc"], 3) for kind, m in outcome["report"]["per_kind"].items()}))
     print("fusion weights:", json.dumps({name: round(value, 3) for name, value in outcome["weights"].items()}))
     return 0
 

@@ -59,10 +59,10 @@ def _mask_signals(images: np.ndarray, masks: np.ndarray, filled: np.ndarray, pro
                   ) -> dict[str, np.ndarray]:
     """The per-mask evidence of one batch: images (b, C, S, S), masks (b, K, S, S) bool, the critic's t (b,),
     valid (b, S, S) bool (False on void pixels) or None, pixel_mm (b, 2) mm per working pixel or None.
-    Disagreement leaves void pixels out; the image evidence and the shapes read ``filled``, the
-    void-filled masks (maskaudit.void; the masks themselves without void)."""
+    Disagreement leaves void pixels out; the image evidence, the shapes, the size ratio and the rims
+    read ``filled``, the void-filled masks (maskaudit.void; the masks themselves without void)."""
     return {
-        **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid, pixel_mm=pixel_mm),
+        **segmenter_evidence(probabilities, masks, multilabel=multilabel, valid=valid, filled=filled, pixel_mm=pixel_mm),
         **image_evidence(images, filled),
         "qam_score": t,
         "shape": np.stack([shape_descriptors(m) for m in filled]),

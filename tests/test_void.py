@@ -58,8 +58,23 @@ def test_a_void_filled_probe_is_compared_with_the_prediction_on_labelled_pixels_
     given, valid, square = banded_square()
     probabilities = np.where(square, 0.9, 0.1)[None, None]
     filled = fill_void(given, valid)[None]
-    as_given = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None])
-    as_filled = segmenter_evidence(probabilities, filled, multilabel=True, valid=valid[None])
+    as_given = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None], filled=filled)
+    as_filled = segmenter_evidence(probabilities, filled, multilabel=True, valid=valid[None], filled=filled)
     for name in ("dice", "boundary", "softmin", "size_ratio", "rim_disagreement"):
         np.testing.assert_allclose(as_filled[name], as_given[name], err_msg=name)
     assert as_given["dice"][0, 0] == 1.0
+
+
+def test_size_and_rims_compare_whole_structures_with_the_prediction():
+    """A band covers most of a thin structure: its labelled pixels alone would make it look 44 % too
+    small; the void-filled mask has the predicted size, and the prediction drops across its outline."""
+    from maskaudit.evidence.segmenter import segmenter_evidence
+
+    given, valid, square = banded_square()
+    probabilities = np.where(square, 0.9, 0.1)[None, None]
+    evidence = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None],
+                                  filled=fill_void(given, valid)[None])
+    assert abs(evidence["size_ratio"][0, 0]) < 1e-9  # 64 px filled against 64 predicted
+    assert evidence["rim_disagreement"][0, 0] < 0.25  # 0.1 + 0.1 on the rims either side of the outline
+    labelled_only = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None])
+    assert labelled_only["size_ratio"][0, 0] < np.log(0.6)  # 36 labelled px against 64 predicted

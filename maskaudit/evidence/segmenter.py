@@ -13,10 +13,13 @@ from ..metrics import boundary_distance, dice_per_class, softmin_label_quality
 
 
 def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilabel: bool,
-                       valid: np.ndarray | None = None, pixel_mm: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       valid: np.ndarray | None = None, filled: np.ndarray | None = None,
+                       pixel_mm: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-sample disagreement between masks (b, K, S, S) bool and the segmenter's probabilities
     (b, K, S, S) float; ``valid`` (b, S, S) bool is False on void pixels, which never count (None: none);
-    ``pixel_mm`` (b, 2) the size in mm of a working pixel along rows and columns (volumes), or None.
+    ``filled`` (b, K, S, S) bool the void-filled masks (maskaudit.void; None: ``masks``), whose whole
+    structures the size ratio and the rims read; ``pixel_mm`` (b, 2) the size in mm of a working
+    pixel along rows and columns (volumes), or None.
 
     Returns ``dice`` (b, K) Dice(mask, prediction) per class, ``boundary`` (b, K) mean surface
     distance in working-resolution px, ``boundary_mm`` (b, K) the same in mm (NaN without
@@ -27,7 +30,8 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
     large or too small even where the prediction itself is biased. ``rim_disagreement`` (b, K)
     compares the prediction with the mask on either side of its outline (:func:`rim_disagreement`).
     """
-    predicted = predicted_masks(probabilities, multilabel=multilabel)
+    whole = predicted = predicted_masks(probabilities, multilabel=multilabel)
+    filled = masks if filled is None else filled
     if valid is not None:  # void pixels count for neither side (a probe made from a void-filled mask covers them)
         predicted = predicted & valid[:, None]
         masks = masks & valid[:, None]
@@ -39,8 +43,9 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
                         np.stack([boundary_distance(p, g, sampling=(float(mm[0]), float(mm[1])))
                                   for p, g, mm in zip(predicted, masks, pixel_mm)])),
         "softmin": np.array([softmin_label_quality(p, g, valid=v) for p, g, v in zip(probabilities, masks, valid_rows)]),
-        "size_ratio": np.log((masks.sum(axis=(2, 3)) + 1.0) / (predicted.sum(axis=(2, 3)) + 1.0)),
-        "rim_disagreement": rim_disagreement(probabilities, masks, valid=valid),
+        # whole structures: a VOC band covers most of a thin structure, whose valid pixels alone give a noisy ratio
+        "size_ratio": np.log((filled.sum(axis=(2, 3)) + 1.0) / (whole.sum(axis=(2, 3)) + 1.0)),
+        "rim_disagreement": rim_disagreement(probabilities, filled, valid=valid),
     }
 
 
