@@ -52,7 +52,8 @@ def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict
     ids = [sample.id for sample in data.index.samples]
     truth = dataset / "truth.csv"  # a clean copy has none: then only its suspects are counted
     report = detection_report(read_truth(truth), dict(zip(ids, scores.quality))) if truth.exists() else None
-    return {"report": report, "self_check": scores.self_check_auroc, "weights": scores.fusion.weights,
+    critic = detection_report(read_truth(truth), dict(zip(ids, signals.qam_score))) if truth.exists() else None
+    return {"report": report, "critic": critic, "self_check": scores.self_check_auroc, "weights": scores.fusion.weights,
             "suspects": int((scores.quality < 0.5).sum()), "bad_share": scores.bad_share}
 
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
           f"estimated bad share {outcome['bad_share']:.3f}, self-check {outcome['self_check']:.3f}")
     if outcome["report"] is not None:
         overall = outcome["report"]["overall"]
-        print(f"AUROC {overall['auroc']:.3f} AP {overall['ap']:.3f}")
+        print(f"AUROC {overall['auroc']:.3f} AP {overall['ap']:.3f}; the label critic alone (qam_score) AUROC "
+              f"{outcome['critic']['overall']['auroc']:.3f}")
         print("per kind AUROC:",
               json.dumps({kind: round(m["auroc"], 3) for kind, m in outcome["report"]["per_kind"].items()}))
     print("fusion weights:", json.dumps({name: round(value, 3) for name, value in outcome["weights"].items()}))
