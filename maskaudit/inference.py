@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from .models import QualityAwarenessModule, UNet
-from .void import fill_void_batch
 
 
 @dataclass(frozen=True)
@@ -52,12 +51,11 @@ def run_networks(
     multilabel: bool,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
-    void: np.ndarray | None = None,
 ) -> Iterator[BatchOutput]:
     """Yield the networks' outputs batch by batch over images (N, C, S, S) uint8 and masks (N, K, S, S).
 
-    The QAM needs the given masks; with ``masks=None`` (or no QAM) its outputs are empty. With
-    ``void`` (N, S, S) bool (True on void pixels) it reads the void-filled masks (maskaudit.void).
+    The QAM needs the given masks (void pixels, if any, as background); with ``masks=None`` (or no
+    QAM) its outputs are empty.
     """
     device = torch.device(device)
     unet = unet.to(device).eval()
@@ -69,8 +67,6 @@ def run_networks(
         probabilities = class_probabilities(logits.float(), multilabel=multilabel)
         if qam is not None and masks is not None:
             mask_batch = np.asarray(masks[start : start + batch_size], dtype=bool)
-            if void is not None:
-                mask_batch = fill_void_batch(mask_batch, ~np.asarray(void[start : start + batch_size], dtype=bool))
             mask_batch = torch.from_numpy(mask_batch.astype(np.float32)).to(device)
             t, features = qam(image_batch, mask_batch)
             qam_score, qam_features = t.float().cpu().numpy(), features.float().cpu().numpy()

@@ -94,23 +94,23 @@ def compute_signals(
     families = critic_families(result.config.critic_holdout)
     given_rows, probe_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-"), _Rows(len(rows))
     bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
-    void = None if data.void is None else data.void[rows.start : rows.stop]
     for out in run_networks(
-        images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device, void=void
+        images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
     ):
         span = slice(out.start, out.start + len(out.probabilities))
         batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
         valid = valid_pixels(data, rows, span)
         pixel_mm = None if data.pixel_mm is None else data.pixel_mm[rows.start + span.start : rows.start + span.stop]
-        filled = fill_void_batch(given, valid)  # what the critic reads, and what its probes corrupt
+        filled = fill_void_batch(given, valid)  # what the image evidence and the shapes read
         parts = _mask_signals(batch_images, given, filled, out.probabilities, out.qam_score, multilabel=multilabel,
                               valid=valid, pixel_mm=pixel_mm)
         given_rows.put(out.start, parts | {"qam_features": out.qam_features, "bottleneck": out.bottleneck})
         rng = np.random.default_rng([seed, rows.start + out.start])  # the same probes in any process split
-        corrupted, _ = corrupt_batch(filled, rng, families=families, classes=data.index.classes, strength="probe")
+        # probes corrupt the masks as given, which the critic reads (void pixels as background, as in training)
+        corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
-        probe_rows.put(out.start, _mask_signals(batch_images, corrupted, corrupted, out.probabilities, t,
-                                                multilabel=multilabel, valid=valid))
+        probe_rows.put(out.start, _mask_signals(batch_images, corrupted, fill_void_batch(corrupted, valid),
+                                                out.probabilities, t, multilabel=multilabel, valid=valid))
         release_pages(images, masks, data.void, *given_rows.arrays.values())  # none of it stays resident
         if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
             return_freed_memory()  # the batches' freed arrays, which would otherwise pile up in the heap

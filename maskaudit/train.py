@@ -25,7 +25,6 @@ from .errors import CheckpointError, TrainingError
 from .loader import default_workers, iterate_batches
 from .mask_format import mask_format_of
 from .pages import read_chunks
-from .void import fill_void_batch
 from .critic import corrupt_batch, critic_families, ranking_loss
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
@@ -247,12 +246,12 @@ def per_sample_loss(
 def weighted_loss(
     unet: torch.nn.Module, qam: torch.nn.Module | None, images: torch.Tensor, masks: torch.Tensor, *,
     config: TrainConfig, amp_dtype: torch.dtype | None, multilabel: bool, valid: torch.Tensor | None = None,
-    corrupted: torch.Tensor | None = None, changed: torch.Tensor | None = None, qam_masks: torch.Tensor | None = None,
-    critic_rows: torch.Tensor | None = None,
+    corrupted: torch.Tensor | None = None, changed: torch.Tensor | None = None, critic_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward pass of the joint objective on a batch: (objective, L (B,), Dice (B, K), t (B,), w (B,)).
-    valid: (B, 1, H, W) float, 0 on void pixels (see per_sample_loss), or None; qam_masks: the masks
-    the QAM reads instead of ``masks`` (with void, the void-filled masks of maskaudit.void), or None.
+    valid: (B, 1, H, W) float, 0 on void pixels (see per_sample_loss), or None. The QAM reads ``masks``
+    as given, void pixels as background (docs/BENCHMARKS.md, section 4: reading void-filled masks, it
+    found 1-8 px errors under a VOC band far less well).
 
     The segmenter learns from sum_i w_i L_i with the weights held fixed (w = softmax(lam tanh t),
     paper Eq. 1-2). The QAM learns from sum_i w_i CE_i with the losses held fixed: cross-entropy
@@ -270,14 +269,13 @@ def weighted_loss(
     if qam is None:
         weights = ocm_weights(torch.zeros(len(images), device=images.device), mode="baseline")
         return (weights * loss_i).sum(), loss_i, dice_i, torch.zeros_like(weights), weights
-    qam_masks = masks if qam_masks is None else qam_masks
     if corrupted is not None and config.critic > 0:
         rows = slice(None) if critic_rows is None else critic_rows
-        t_both = qam(torch.cat([images, images[rows]]), torch.cat([qam_masks, corrupted]))[0].float()
+        t_both = qam(torch.cat([images, images[rows]]), torch.cat([masks, corrupted]))[0].float()
         t, t_corrupted = t_both[: len(images)], t_both[len(images) :]
         critic = ranking_loss(t[rows], t_corrupted, changed)
     else:
-        t, critic = qam(images, qam_masks)[0].float(), None
+        t, critic = qam(images, masks)[0].float(), None
     weights = ocm_weights(t, mode=config.mode, lam=config.lam)
     objective = (weights.detach() * loss_i).sum() + (weights * cross_entropy.detach()).sum()
     if critic is not None:
@@ -456,13 +454,9 @@ def train(
             if config.augment:
                 images, masks = augment_batch(images, masks, generator, flips=config.flips)
             masks, valid = (masks[:, :-1], 1.0 - masks[:, -1:]) if data.void is not None else (masks, None)
-            qam_masks = None  # the critic reads void-filled masks (maskaudit.void), as scoring does
-            if qam is not None and valid is not None:
-                filled = fill_void_batch(masks.cpu().numpy() > 0.5, valid[:, 0].cpu().numpy() > 0.5)
-                qam_masks = torch.from_numpy(filled).float().to(device)
             corrupted, changed, critic_rows = None, None, None
             if qam is not None and config.critic > 0:  # after augmentation: the pair differs only by the corruption
-                given = (masks if qam_masks is None else qam_masks).cpu().numpy() > 0.5
+                given = masks.cpu().numpy() > 0.5  # as given: void pixels are background to the critic
                 picked = critic_positions(len(given), config.critic_share, critic_rng)
                 corrupted, changed = corrupt_batch(given[picked], critic_rng, families=families,
                                                    classes=data.index.classes)
@@ -471,12 +465,9 @@ def train(
                 changed = torch.from_numpy(changed).to(device)
             images = images.contiguous(memory_format=memory_format)
             masks = masks.contiguous(memory_format=memory_format)
-            if qam_masks is not None:
-                qam_masks = qam_masks.contiguous(memory_format=memory_format)
             loss, loss_i, dice_i, t, weights = weighted_loss(unet, qam, images, masks, config=config,
                                                              amp_dtype=amp_dtype, multilabel=multilabel, valid=valid,
-                                                             corrupted=corrupted, changed=changed, qam_masks=qam_masks,
-                                                             critic_rows=critic_rows)
+                                                             corrupted=corrupted, changed=changed, critic_rows=critic_rows)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}; "

@@ -1,8 +1,12 @@
-"""Void pixels given the labels of the nearest labelled pixel, for the critic, the image evidence and the shapes."""
+"""Void pixels given the labels of the nearest labelled pixel, for the image evidence and the shapes; the
+critic reads masks as given."""
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from maskaudit.critic import corrupt_batch
 from maskaudit.inference import run_networks
 from maskaudit.models import QualityAwarenessModule, UNet
 from maskaudit.void import fill_void, fill_void_batch
@@ -37,18 +41,39 @@ def test_masks_without_void_or_all_void_are_left_as_they_are():
     np.testing.assert_array_equal(fill_void_batch(batch, np.stack([valid, valid]))[1], fill_void(given, valid))
 
 
-def test_the_critic_reads_the_void_filled_masks():
+def test_the_critic_reads_the_masks_as_given_and_the_probes_corrupt_them(monkeypatch):
+    """Void pixels are background to the critic, in scoring as in training; the probes it scores are
+    corruptions of the masks as given, while the image evidence and the shapes read them filled."""
+    import maskaudit.signals as signals_module
+    from maskaudit.dataset import DatasetIndex, Sample
+    from maskaudit.prepare import PreparedData
+    from maskaudit.train import TrainConfig, TrainResult
+
     torch.manual_seed(0)
     unet, qam = UNet(1, 1, width=4).eval(), QualityAwarenessModule(1, 1, width=4).eval()
     given, valid, _ = banded_square()
     images = np.random.default_rng(0).integers(0, 255, (2, 1, 16, 16), dtype=np.uint8)
     masks = np.stack([given, given]).astype(np.uint8)
-    void = np.stack([~valid, ~valid])
-    (with_void,) = run_networks(images, masks, unet, qam, multilabel=True, void=void)
-    (filled,) = run_networks(images, fill_void_batch(masks > 0, ~void).astype(np.uint8), unet, qam, multilabel=True)
+    samples = tuple(Sample(f"s{i}", Path(f"images/s{i}.png"), ()) for i in range(2))
+    index = DatasetIndex(root=Path("/nonexistent"), layout="B", classes=("square",), samples=samples, skipped=(),
+                         mask_suffix="")
+    void = np.stack([~valid, ~valid]).astype(np.uint8)
+    data = PreparedData(index, images, masks, np.full((2, 2), 16, np.int64), 16, void=void)
+    result = TrainResult(unet=unet, qam=qam, config=TrainConfig(size=16, width=4, qam_width=4), history_loss=None,
+                         history_t=None, history_weight=None, history_dice=None)
+    seen = []
+    real = signals_module._mask_signals
+    monkeypatch.setattr(signals_module, "_mask_signals",
+                        lambda images, masks, filled, *args, **kwargs: seen.append((masks, filled)) or
+                        real(images, masks, filled, *args, **kwargs))
+    signals = signals_module.compute_signals(data, result)
     (raw,) = run_networks(images, masks, unet, qam, multilabel=True)
-    np.testing.assert_allclose(with_void.qam_score, filled.qam_score, rtol=1e-5)
-    assert not np.allclose(with_void.qam_score, raw.qam_score)
+    np.testing.assert_allclose(signals.qam_score, raw.qam_score, rtol=1e-5)
+    (given_masks, given_filled), (probe_masks, probe_filled) = seen
+    expected, _ = corrupt_batch(masks > 0, np.random.default_rng([0, 0]), classes=("square",), strength="probe")
+    np.testing.assert_array_equal(probe_masks, expected)  # corruptions of the masks as given, not filled
+    np.testing.assert_array_equal(probe_filled, fill_void_batch(probe_masks, np.stack([valid, valid])))
+    np.testing.assert_array_equal(given_filled, fill_void_batch(given_masks, np.stack([valid, valid])))
 
 
 def test_a_void_filled_probe_is_compared_with_the_prediction_on_labelled_pixels_only():
