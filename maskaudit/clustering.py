@@ -298,8 +298,9 @@ def _column(blocks: list[np.ndarray], j: int) -> np.ndarray:
 
 def _replace_non_finite(x: np.ndarray, nan_fill, posinf_fill, neginf_fill) -> np.ndarray:
     """``x`` (r, F) with NaN, +inf and -inf replaced by each column's fill, in place."""
-    if not np.isfinite(x).all():
-        for j in np.flatnonzero(~np.isfinite(x).all(axis=0)):
+    finite_columns = np.isfinite(x).all(axis=0)
+    if not finite_columns.all():
+        for j in np.flatnonzero(~finite_columns):
             column = x[:, j]
             column[np.isnan(column)] = nan_fill[j]
             column[column == np.inf] = posinf_fill[j]

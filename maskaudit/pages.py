@@ -22,8 +22,8 @@ import ctypes.util
 import mmap
 import zipfile
 from collections.abc import Iterator, Mapping
-from typing import BinaryIO
 from functools import lru_cache
+from typing import BinaryIO
 
 import numpy as np
 

@@ -32,7 +32,7 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
     """
     whole = predicted = predicted_masks(probabilities, multilabel=multilabel)
     filled = masks if filled is None else filled
-    if valid is not None:  # void pixels count for neither side (a probe made from a void-filled mask covers them)
+    if valid is not None:  # void pixels count for neither side (a probe's corruption may cover them)
         predicted = predicted & valid[:, None]
         masks = masks & valid[:, None]
     valid_rows = valid if valid is not None else [None] * len(masks)
