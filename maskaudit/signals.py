@@ -111,11 +111,13 @@ def compute_signals(
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
         probe_rows.put(out.start, _mask_signals(batch_images, corrupted, fill_void_batch(corrupted, valid),
                                                 out.probabilities, t, multilabel=multilabel, valid=valid))
-        release_pages(images, masks, data.void, *given_rows.arrays.values())  # none of it stays resident
+        release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
         if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
+            release_pages(*given_rows.arrays.values())  # the features written so far (a flush: not every batch)
             return_freed_memory()  # the batches' freed arrays, which would otherwise pile up in the heap
         bar.update(len(given))
     bar.close()
+    release_pages(*given_rows.arrays.values())
     return_freed_memory()
     no_features = np.zeros((len(rows), 0), np.float32)
     probes = Signals(**probe_rows.arrays, qam_features=no_features, bottleneck=no_features)
