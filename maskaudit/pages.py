@@ -21,13 +21,14 @@ import ctypes
 import ctypes.util
 import mmap
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["release_pages", "read_chunks", "return_freed_memory", "write_npz"]
+__all__ = ["LazyColumn", "release_pages", "read_chunks", "return_freed_memory", "write_npz"]
 
 
 def release_pages(*arrays: np.ndarray) -> None:
@@ -70,12 +71,30 @@ def return_freed_memory() -> None:
         trim(0)
 
 
-def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], *, chunk: int = 16_384) -> None:
+@dataclass(frozen=True)
+class LazyColumn:
+    """A one-dimensional array that is never held whole: ``length`` values of ``dtype``, rows start..stop
+    made by ``read(start, stop)`` when they are written (e.g. the ids of 200,000 slices)."""
+
+    length: int
+    dtype: np.dtype
+    read: Callable[[int, int], np.ndarray]
+
+
+def write_npz(handle: BinaryIO, arrays: Mapping[str, "np.ndarray | LazyColumn"], *, chunk: int = 16_384) -> None:
     """Write ``arrays`` to ``handle`` as a compressed .npz that ``np.load`` reads (as ``np.savez_compressed``
     does), ``chunk`` rows at a time, releasing memory-mapped arrays' pages after each chunk."""
     with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                if isinstance(array, LazyColumn):
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(array.dtype)), "fortran_order": False,
+                              "shape": (array.length,)}
+                    np.lib.format.write_array_header_2_0(member, header)
+                    for start in range(0, array.length, chunk):
+                        rows = np.asarray(array.read(start, min(start + chunk, array.length)), dtype=array.dtype)
+                        member.write(rows.tobytes(order="C"))
+                    continue
                 if array.ndim == 0 or array.dtype.hasobject:
                     np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
                     continue

@@ -23,13 +23,13 @@ from .formats import DatasetSource, open_dataset
 from .inference import predicted_masks
 from .mask_format import mask_format_of
 from .prepare import PreparedData, load_original, prepare
-from .prepare_volumes import VolumeData, prepare_volumes
+from .prepare_volumes import SliceSamples, VolumeData, prepare_volumes
 from .scoring import IMAGE_EVIDENCE, RIM_EVIDENCE, quality_scores
 from .signals import compute_signals, concatenate_signals
 from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
 from .visuals import predict_probabilities, predict_samples
-from .pages import read_chunks, return_freed_memory, write_npz
+from .pages import LazyColumn, read_chunks, return_freed_memory, write_npz
 
 # Files whose presence means the directory already holds a run's results.
 RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
@@ -179,11 +179,10 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
         report_index = source.index
         flagged = report_slices(volume_data, signals, scores, case_scores, threshold=config.threshold)
-        slice_position = {sample.id: i for i, sample in enumerate(data.index.samples)}
         pictures = SlicePictures(volume_data, result.unet)
 
         def visuals(key: str):  # a case is shown through its worst slice, and a flagged slice by its id
-            return pictures(position_of[key] if key in position_of else slice_position[key])
+            return pictures(position_of[key] if key in position_of else data.index.samples.position(key))
     else:
         rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress,
                                   annotation_ids=source.annotation_ids, reader=source.reader)
@@ -293,8 +292,11 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
 
 def _write_features(path: Path, data: PreparedData, signals, clusters, scores) -> None:
     """Save per-sample features, the 2-D map, clusters and every scoring signal, rows in dataset order."""
+    samples = data.index.samples
+    ids = (LazyColumn(len(samples), samples.id_dtype, samples.ids) if isinstance(samples, SliceSamples)  # volumes
+           else np.asarray([sample.id for sample in samples]))
     arrays = {
-        "ids": np.asarray([sample.id for sample in data.index.samples]),
+        "ids": ids,
         "qam_features": signals.qam_features,
         "bottleneck_features": signals.bottleneck,
         "shape_features": signals.shape,

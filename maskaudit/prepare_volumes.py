@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,9 +34,9 @@ from .formats.volume_files import open_volume
 from .pages import release_pages
 from .prepare import PreparedData, _check_cache_dir, _finish_rows, _open_rows
 
-__all__ = ["VolumeData", "prepare_volumes", "normalise_case", "slice_id"]
+__all__ = ["VolumeData", "SliceSamples", "prepare_volumes", "normalise_case", "slice_id"]
 
-_CACHE_VERSION = 2  # 2: the manifest holds each case's voxel spacing
+_CACHE_VERSION = 3  # 2: the manifest holds each case's voxel spacing; 3: the per-slice columns are an .npy file
 CT_PERCENTILES = (0.5, 99.5)
 Z_RANGE = 3.0                 # z-scores in [-Z_RANGE, Z_RANGE] fill 0..255
 _FOREGROUND_SAMPLES = 10_000  # foreground voxels drawn per case for the CT percentiles
@@ -81,6 +82,52 @@ def slice_id(case_id: str, slice_index: int) -> str:
     return f"{case_id}/{slice_index}"
 
 
+class SliceSamples(Sequence):
+    """The slices of a volume dataset as :class:`~maskaudit.dataset.Sample` records, made when asked for.
+
+    A scan of 200,000 slices would otherwise hold a record, an id and a tuple per slice (about half a
+    KiB each); this holds two integers per slice. ``samples[i]`` is slice i: id ``"<case>/<slice>"``,
+    its image and mask paths the case's files. ``position(id)`` is the inverse.
+    """
+
+    def __init__(self, cases: Sequence[VolumeCase], case_of: np.ndarray, slice_of: np.ndarray):
+        self._cases, self._case_of, self._slice_of = tuple(cases), case_of, slice_of
+        self._case_position = {case.id: position for position, case in enumerate(self._cases)}
+        self._bounds = np.searchsorted(case_of, np.arange(len(self._cases) + 1))  # rows of case c: bounds[c]..
+
+    def __len__(self) -> int:
+        return len(self._case_of)
+
+    def __getitem__(self, position):
+        if isinstance(position, slice):
+            return tuple(self[item] for item in range(*position.indices(len(self))))
+        position = range(len(self))[position]  # negative positions; IndexError past the end
+        case = self._cases[int(self._case_of[position])]
+        return Sample(slice_id(case.id, int(self._slice_of[position])), case.images[0], (case.label,))
+
+    def position(self, sample_id: str) -> int:
+        """The row of the slice called ``sample_id`` (``"<case>/<slice>"``). Raises KeyError for an unknown id."""
+        case_id, _, index = sample_id.rpartition("/")
+        if case_id not in self._case_position or not index.isdigit():
+            raise KeyError(sample_id)
+        case = self._case_position[case_id]
+        rows = range(self._bounds[case], self._bounds[case + 1])
+        found = int(np.searchsorted(self._slice_of[rows.start : rows.stop], int(index))) + rows.start
+        if found not in rows or self._slice_of[found] != int(index):
+            raise KeyError(sample_id)
+        return found
+
+    @property
+    def id_dtype(self) -> np.dtype:
+        """A string dtype wide enough for every id."""
+        case_width = max((len(case.id) for case in self._cases), default=0)
+        return np.dtype(f"<U{case_width + 1 + len(str(int(self._slice_of.max(initial=0))))}")
+
+    def ids(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start,) the ids of rows start..stop, as :attr:`id_dtype`."""
+        return np.asarray([item.id for item in self[start:stop]], dtype=self.id_dtype)
+
+
 def normalise_case(image: np.ndarray, channel_names: tuple[str, ...], ct_windows: dict[int, tuple[float, float]]
                    ) -> np.ndarray:
     """(C, X, Y, Z) float32 intensities to ``uint8``: CT channels clipped to their window, others z-scored."""
@@ -121,18 +168,15 @@ def prepare_volumes(
     if cached is None:
         cached = _build_cache(volumes, size=size, axis=axis, cache_dir=cache_dir, manifest_path=manifest_path,
                               key=key, progress=progress)
-    manifest, images, masks = cached
+    manifest, images, masks, rows = cached
     decoded = set(manifest["cases"])
     kept = [case for case in volumes.cases if case.id in decoded]
     skipped = tuple(sorted([*volumes.skipped, *(Skipped(path, reason) for path, reason in manifest["failed"])],
                            key=lambda item: item.path))
-    case_of = np.asarray(manifest["case_of"], dtype=np.int64)
-    slice_of = np.asarray(manifest["slice_of"], dtype=np.int64)
-    samples = tuple(Sample(slice_id(kept[case].id, int(index)), kept[case].images[0], (kept[case].label,))
-                    for case, index in zip(case_of, slice_of))
-    index = DatasetIndex(root=volumes.root, layout="A", classes=volumes.classes, samples=samples,
-                         skipped=skipped, mask_suffix="")
-    original_sizes = np.asarray(manifest["original_sizes"], dtype=np.int64).reshape(-1, 2)
+    case_of, slice_of = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+    index = DatasetIndex(root=volumes.root, layout="A", classes=volumes.classes,
+                         samples=SliceSamples(kept, case_of, slice_of), skipped=skipped, mask_suffix="")
+    original_sizes = rows[:, 2:4].astype(np.int64)
     in_plane = [other for other in range(3) if other != axis]  # a slice's rows, then its columns
     voxel_mm = np.asarray(manifest["spacing"], dtype=np.float64).reshape(-1, 3)[case_of][:, in_plane]
     data = PreparedData(index=index, images=images, masks=masks, original_sizes=original_sizes, size=size,
@@ -159,18 +203,20 @@ def _cache_key(volumes: VolumeIndex, *, size: int, axis: int) -> str:
 
 
 def _load_cache(cache_dir: Path, manifest_path: Path, key: str):
-    """(manifest, images, masks) of a committed cache built with ``key``, or None."""
+    """(manifest, images, masks, rows) of a committed cache built with ``key``, or None; rows is (N, 4)
+    ``int32``: each slice's case position, slice index, original height and width."""
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest.get("key") != key:
             return None
         images = np.load(cache_dir / manifest["images"], mmap_mode="r")
         masks = np.load(cache_dir / manifest["masks"], mmap_mode="r")
+        rows = np.load(cache_dir / manifest["rows"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not (len(images) == len(masks) == len(manifest["case_of"]) == len(manifest["original_sizes"])):
+    if not (len(images) == len(masks) == len(rows)) or rows.shape[1:] != (4,):
         return None
-    return manifest, images, masks
+    return manifest, images, masks, rows
 
 
 def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path, manifest_path: Path, key: str,
@@ -186,11 +232,10 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
     ct_windows = _ct_windows(volumes, progress=progress)
     total = max(sum(counts.values()), 1)
     tag = uuid.uuid4().hex[:12]
-    names = (f"volumes-{size}-{tag}-images.npy", f"volumes-{size}-{tag}-masks.npy")
+    names = (f"volumes-{size}-{tag}-images.npy", f"volumes-{size}-{tag}-masks.npy", f"volumes-{size}-{tag}-rows.npy")
     kept: list[str] = []
-    case_of: list[int] = []
-    slice_of: list[int] = []
-    sizes: list[tuple[int, int]] = []
+    rows = np.zeros((total, 4), np.int32)  # per slice: case position, slice index, original height and width
+    done = 0
     spacings: list[tuple[float, float, float]] = []
     with atomic_path(cache_dir / names[0]) as images_temp, atomic_path(cache_dir / names[1]) as masks_temp:
         images = _open_rows(images_temp, (total, len(volumes.channel_names), size, size))
@@ -201,18 +246,16 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
             except InputFileError as error:
                 failed.append((case.label.as_posix(), _reason(case.label, error)))
                 continue
-            if len(case_of) + volume.labels.shape[axis] > total:
+            if done + volume.labels.shape[axis] > total:
                 failed.append((case.label.as_posix(), "volume changed while being read; run again"))
                 continue
             pixels = normalise_case(volume.image, volumes.channel_names, ct_windows)
             for index in range(volume.labels.shape[axis]):
-                row = len(case_of)
                 channels = np.take(pixels, index, axis=axis + 1)
                 labels = np.take(volume.labels, index, axis=axis)
-                images[row], masks[row] = _resize_slice(channels, labels, size, len(volumes.classes))
-                case_of.append(len(kept))
-                slice_of.append(index)
-                sizes.append(labels.shape)
+                images[done], masks[done] = _resize_slice(channels, labels, size, len(volumes.classes))
+                rows[done] = (len(kept), index, *labels.shape)
+                done += 1
             kept.append(case.id)
             spacings.append(volume.spacing)
             if len(kept) % _RELEASE_EVERY == 0:
@@ -220,13 +263,14 @@ def _build_cache(volumes: VolumeIndex, *, size: int, axis: int, cache_dir: Path,
         if not kept:
             raise DatasetError(f"no case in {volumes.root} could be decoded (e.g. {failed[-1][0]}: {failed[-1][1]});"
                                " run `maskaudit inspect` on it to list the problems")
-        _finish_rows(images, images_temp, len(case_of))
-        _finish_rows(masks, masks_temp, len(case_of))
+        _finish_rows(images, images_temp, done)
+        _finish_rows(masks, masks_temp, done)
         del images, masks
-    manifest = {"key": key, "images": names[0], "masks": names[1], "cases": kept, "case_of": case_of,
-                "slice_of": slice_of, "original_sizes": [list(item) for item in sizes], "failed": failed,
-                "spacing": [list(item) for item in spacings]}
+    manifest = {"key": key, "images": names[0], "masks": names[1], "rows": names[2], "cases": kept,
+                "failed": failed, "spacing": [list(item) for item in spacings]}
     try:
+        with atomic_path(cache_dir / names[2]) as rows_temp, open(rows_temp, "wb") as handle:
+            np.save(handle, rows[:done])
         atomic_write_text(manifest_path, json.dumps(manifest))
     except OSError as error:
         raise OutputDirError(f"cannot write the cache in {cache_dir} ({error.strerror or error})") from error

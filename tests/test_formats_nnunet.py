@@ -165,7 +165,14 @@ def test_slices_along_the_axis_fill_a_cache_that_is_reused(tmp_path):
     assert sliced.data.original_sizes.tolist()[0] == [12, 10]
     np.testing.assert_allclose(sliced.data.pixel_mm, np.tile([0.8 * 12 / 16, 0.8 * 10 / 16], (3 * SHAPE[2], 1)))
     assert sliced.slice_of.tolist()[:6] == list(range(6)) and sliced.case_of.tolist()[6] == 1
-    assert sliced.data.index.samples[7].id == "case_001/1"
+    samples = sliced.data.index.samples
+    assert samples[7].id == "case_001/1" and samples[-1].id == "case_002/5" and len(samples) == 3 * SHAPE[2]
+    assert samples[7].image == volumes.cases[1].images[0] and samples[7].masks == (volumes.cases[1].label,)
+    assert [samples.position(sample.id) for sample in samples] == list(range(len(samples)))  # the inverse
+    for unknown in ("case_001/6", "case_009/0", "case_001/x", "case_001"):
+        with pytest.raises(KeyError):
+            samples.position(unknown)
+    assert samples.ids(5, 8).tolist() == ["case_000/5", "case_001/0", "case_001/1"]
     assert sliced.slices_of_case(1).tolist() == list(range(6, 12))
     # slice 2 of case 0 holds both boxes; its label-1 mask is the 4 x 4 box at rows 3-6, columns 2-5
     np.testing.assert_array_equal(np.asarray(sliced.data.masks[2, 0])[::4, ::4] > 0, np.asarray(_labels()[:, :, 2] == 1)[::3, ::2][:4, :4])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskaudit.pages import _malloc_trim, read_chunks, release_pages, return_freed_memory, write_npz
+from maskaudit.pages import LazyColumn, _malloc_trim, read_chunks, release_pages, return_freed_memory, write_npz
 from maskaudit.train import classes_present
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
@@ -82,6 +82,21 @@ def test_write_npz_streams_a_memory_mapped_array_into_an_archive_numpy_reads(cac
     for name, array in others.items():
         assert loaded[name].dtype == array.dtype
         np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_write_npz_writes_a_lazy_column_chunk_by_chunk(tmp_path):
+    """The ids of a volume's slices are made a chunk at a time, never held as one array."""
+    asked = []
+
+    def read(start, stop):
+        asked.append((start, stop))
+        return np.asarray([f"case/{row}" for row in range(start, stop)])
+
+    with open(tmp_path / "out.npz", "wb") as handle:
+        write_npz(handle, {"ids": LazyColumn(250, np.dtype("<U9"), read), "x": np.arange(3)}, chunk=100)
+    loaded = np.load(tmp_path / "out.npz")
+    assert loaded["ids"].tolist() == [f"case/{row}" for row in range(250)] and loaded["ids"].dtype == np.dtype("<U9")
+    assert asked == [(0, 100), (100, 200), (200, 250)] and loaded["x"].tolist() == [0, 1, 2]
 
 
 def test_release_pages_leaves_in_memory_arrays_alone():

@@ -136,16 +136,17 @@ class _VolumeSegmenter:
         self._results, self._volumes = results, volumes
         self._unet = None
         self._data = None
-        self._positions: dict[str, int] = {}
 
     def masks(self, slice_id: str) -> np.ndarray:
         from ..visuals import predict_samples
 
         if self._data is None:
             self._load()
-        if slice_id not in self._positions:
-            raise ExportError(f"slice {slice_id!r} is not in the scan's slices any more; scan the dataset again")
-        (_, _, original), = predict_samples(self._data, self._unet, [self._positions[slice_id]])
+        try:
+            position = self._data.index.samples.position(slice_id)
+        except KeyError:
+            raise ExportError(f"slice {slice_id!r} is not in the scan's slices any more; scan the dataset again") from None
+        (_, _, original), = predict_samples(self._data, self._unet, [position])
         return original
 
     def _load(self) -> None:
@@ -156,4 +157,3 @@ class _VolumeSegmenter:
         sliced = prepare_volumes(self._volumes, size=int(results.options["size"]), axis=int(results.axis),
                                  cache_dir=Path(results.results_dir) / "cache")  # the scan's cache, read back
         self._data, self._unet = sliced.data, unet
-        self._positions = {sample.id: position for position, sample in enumerate(sliced.data.index.samples)}
