@@ -85,14 +85,15 @@ def compute_signals(
     the same evidence for one random corruption of each mask, drawn from the critic's corruption
     families (its held-out ones excluded) with ``seed`` (the critic's t is 0 without a QAM).
 
-    With ``store``, a directory, the wide feature fields (``WIDE_FIELDS``, most of a row's bytes) are
-    memory-mapped .npy files there, written batch by batch and released from memory (maskaudit.pages),
-    so that a scan of hundreds of thousands of slices does not hold them."""
+    With ``store``, a directory, every field of the given masks and of the probes is a memory-mapped
+    .npy file there, written batch by batch and released from memory (maskaudit.pages), so that a scan
+    of hundreds of thousands of slices does not hold them (about 1 KiB per sample at the defaults)."""
     rows = range(len(data.images)) if rows is None else rows
     images, masks = data.images[rows.start : rows.stop], data.masks[rows.start : rows.stop]
     multilabel = data.index.multilabel
     families = critic_families(result.config.critic_holdout)
-    given_rows, probe_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-"), _Rows(len(rows))
+    given_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-")
+    probe_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-probes-")
     bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
     for out in run_networks(
         images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
@@ -113,24 +114,21 @@ def compute_signals(
                                                 out.probabilities, t, multilabel=multilabel, valid=valid))
         release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
         if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
-            release_pages(*given_rows.arrays.values())  # the features written so far (a flush: not every batch)
+            release_pages(*given_rows.arrays.values(), *probe_rows.arrays.values())  # written so far (a flush)
             return_freed_memory()  # the batches' freed arrays, which would otherwise pile up in the heap
         bar.update(len(given))
     bar.close()
-    release_pages(*given_rows.arrays.values())
+    release_pages(*given_rows.arrays.values(), *probe_rows.arrays.values())
     return_freed_memory()
     no_features = np.zeros((len(rows), 0), np.float32)
     probes = Signals(**probe_rows.arrays, qam_features=no_features, bottleneck=no_features)
     return Signals(**given_rows.arrays, probes=probes)
 
 
-WIDE_FIELDS = ("qam_features", "bottleneck")  # (N, 64) and (N, 128) at the defaults: 0.75 KiB per sample
-
-
 class _Rows:
     """Per-field float32 arrays of ``count`` rows, filled batch by batch: a scan of N samples holds each
-    field once, never a list of batches and their concatenation beside it. With ``store``, the
-    WIDE_FIELDS are memory-mapped files ``store/<prefix><field>.npy`` instead."""
+    field once, never a list of batches and their concatenation beside it. With ``store``, they are
+    memory-mapped files ``store/<prefix><field>.npy`` instead."""
 
     def __init__(self, count: int, *, store: Path | None = None, prefix: str = ""):
         self.count, self.store, self.prefix = count, store, prefix
@@ -142,7 +140,7 @@ class _Rows:
             values = np.asarray(values)
             if name not in self.arrays:
                 shape = (self.count, *values.shape[1:])
-                if self.store is not None and name in WIDE_FIELDS and np.prod(shape) > 0:
+                if self.store is not None and np.prod(shape) > 0:
                     self.store.mkdir(parents=True, exist_ok=True)
                     path = self.store / f"{self.prefix}{name}.npy"
                     self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
@@ -166,6 +164,13 @@ def valid_pixels(data: "PreparedData", rows: range, batch: slice) -> np.ndarray 
     if data.void is None:
         return None
     return ~np.asarray(data.void[rows.start + batch.start : rows.start + batch.stop], dtype=bool)
+
+
+def take_rows(signals: Signals, rows: "slice | np.ndarray") -> Signals:
+    """The Signals of rows ``rows`` (a slice: views; positions: copies), probes included."""
+    probes = None if signals.probes is None else take_rows(signals.probes, rows)
+    return Signals(**{name: getattr(signals, name)[rows] for name in Signals.__dataclass_fields__ if name != "probes"},
+                   probes=probes)
 
 
 def concatenate_signals(parts: list[Signals]) -> Signals:

@@ -338,17 +338,39 @@ def test_the_critic_on_part_of_the_batch_ranks_those_samples_and_trains_both_net
     assert all(p.grad is not None for p in qam.parameters()) and any(p.grad.abs().sum() > 0 for p in unet.parameters())
 
 
-def test_signals_with_a_store_keep_the_wide_features_in_memory_mapped_files(tmp_path):
-    """A volume scan's hundreds of thousands of rows: the QAM and bottleneck features go to disk."""
-    from maskaudit.signals import WIDE_FIELDS, compute_signals
+def test_signals_with_a_store_keep_every_field_in_memory_mapped_files(tmp_path):
+    """A volume scan's hundreds of thousands of rows: the signals of the masks and of their probes go to disk."""
+    from maskaudit.signals import compute_signals
 
     data, _ = tiny_data(12)
     result = train(data, small_config(epochs=1))
     in_memory = compute_signals(data, result, batch_size=5)
     stored = compute_signals(data, result, batch_size=5, store=tmp_path / "signals")
-    for name in WIDE_FIELDS:
+    for name in ("qam_features", "bottleneck", "dice", "softmin", "shape", "qam_score"):
         assert isinstance(getattr(stored, name), np.memmap) and not isinstance(getattr(in_memory, name), np.memmap)
         assert (tmp_path / "signals" / f"rows0-{name}.npy").exists()
+    assert isinstance(stored.probes.dice, np.memmap) and (tmp_path / "signals" / "rows0-probes-dice.npy").exists()
     for name in ("qam_features", "bottleneck", "dice", "softmin", "shape", "qam_score"):
         np.testing.assert_array_equal(getattr(stored, name), getattr(in_memory, name))
         np.testing.assert_array_equal(getattr(stored.probes, name), getattr(in_memory.probes, name))
+
+
+def test_scoring_in_chunks_and_from_a_sample_of_the_rows(monkeypatch):
+    """Many slices: evidence computed a chunk at a time is the same; the dataset-level models may learn
+    from a sample of the rows and still score every one."""
+    import maskaudit.scoring as scoring
+    from maskaudit.signals import compute_signals
+
+    data, _ = tiny_data(24)
+    signals = compute_signals(data, train(data, small_config(epochs=1)), batch_size=8)
+    whole = scoring.quality_scores(signals)
+    monkeypatch.setattr(scoring, "EVIDENCE_CHUNK", 5)
+    chunked = scoring.quality_scores(signals)
+    assert whole.evidence.keys() == chunked.evidence.keys()
+    for name, values in whole.evidence.items():
+        np.testing.assert_array_equal(chunked.evidence[name], values)
+    np.testing.assert_array_equal(chunked.quality, whole.quality)
+    monkeypatch.setattr(scoring, "FIT_ROWS", 16)
+    sampled = scoring.quality_scores(signals)
+    assert sampled.quality.shape == sampled.suspicion.shape == (24,) and np.isfinite(sampled.suspicion).all()
+    assert len(sampled.fusion.probe_scores) == 16 and ((0 <= sampled.quality) & (sampled.quality <= 1)).all()
