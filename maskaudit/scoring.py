@@ -24,6 +24,8 @@ from .evidence.fusion import Fusion, bad_share, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 from .evidence.scaling import fit_class_scale, worst_class
 
+from .signals import take_rows
+
 if TYPE_CHECKING:
     from .signals import Signals
 
@@ -38,6 +40,17 @@ CLEAN_QUANTILE = 0.3            # the sample at this quantile of the suspicion i
 SPREAD_FLOOR = 0.1              # no component is narrower than this share of the scores' robust spread
 RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
 CLEAN_BAD_SHARE = 0.02          # estimated share of bad masks under which a dataset reads as clean
+FIT_ROWS = 20_000               # the dataset-level models (priors, scales, fusion, mixture) learn from at most this many samples
+EVIDENCE_CHUNK = 16_384         # samples whose evidence is computed at a time
+
+
+def reference_rows(count: int, *, seed: int = 0) -> np.ndarray:
+    """(R,) sorted positions of the samples the dataset-level models are fitted on: every one of
+    ``count`` up to FIT_ROWS, else FIT_ROWS drawn at random (deterministic for a seed), so that the
+    memory of scoring 200,000 slices does not grow with them."""
+    if count <= FIT_ROWS:
+        return np.arange(count)
+    return np.sort(np.random.default_rng([seed, count]).choice(count, FIT_ROWS, replace=False))
 
 
 def _robust_scale(values: np.ndarray) -> float:
@@ -73,7 +86,7 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0, mixture: bool = 
     tail = 1.0 / (1.0 + np.exp(np.clip(robust_z(score) - TAIL_Z, -50, 50)))
     if not mixture or len(score) < MIN_FOR_MIXTURE or np.ptp(score) == 0:
         return tail
-    column = score[:, None]
+    column = score[reference_rows(len(score), seed=seed), None]  # fitted on at most FIT_ROWS samples
     fits = [GaussianMixture(k, random_state=seed, n_init=1 if k == 1 else 3).fit(column)
             for k in range(1, MAX_COMPONENTS + 1)]
     bics = [fit.bic(column) for fit in fits]
@@ -98,7 +111,8 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0, mixture: bool = 
     clean = means <= means[reference] + CLEAN_SPREAD * spreads[reference]
     if clean.all():
         return tail
-    posterior = fits[best].predict_proba(column)[:, clean].sum(axis=1)
+    posterior = np.concatenate([fits[best].predict_proba(score[start : start + EVIDENCE_CHUNK, None])[:, clean].sum(axis=1)
+                                for start in range(0, len(score), EVIDENCE_CHUNK)])
     # A 1-D mixture with unequal variances is not monotone in the tails: below the clean centre
     # every sample is clean, and above it P(clean) may only fall.
     posterior[score <= means[reference]] = 1.0
@@ -155,18 +169,38 @@ class Scores:
 
 def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
     """Score every sample: evidence per feature for the given masks and their probes, the learned
-    fusion of them, and quality_score. ``signals.probes`` must be set (compute_signals sets it)."""
+    fusion of them, and quality_score. ``signals.probes`` must be set (compute_signals sets it).
+
+    With more than FIT_ROWS samples, the priors, scales and fusion are learned from FIT_ROWS of them
+    (:func:`reference_rows`) and their probes, and every sample is then scored chunk by chunk."""
     if signals.probes is None:
         raise ValueError("quality_scores needs the probes' signals, which compute_signals gathers")
-    priors = fit_priors(signals.shape)
-    class_scales = {name: fit_class_scale(getattr(signals, name)) for name in CLASS_EVIDENCE}
-    own = np.arange(len(signals.softmin))
-    given = mask_evidence(signals, priors, class_scales, own=own)
-    probes = mask_evidence(signals.probes, priors, class_scales, own=own)
-    informative = [name for name, values in given.items() if np.ptp(np.r_[values, probes[name]]) > 0]
+    count = len(signals.softmin)
+    reference = reference_rows(count, seed=seed)
+    fitted = signals if len(reference) == count else take_rows(signals, reference)
+    priors = fit_priors(fitted.shape)
+    class_scales = {name: fit_class_scale(getattr(fitted, name)) for name in CLASS_EVIDENCE}
+    own = np.full(count, -1)  # each mask's own row among the reference masks, left out of its prior neighbours
+    own[reference] = np.arange(len(reference))
+    given = _chunked_evidence(signals, priors, class_scales, own)
+    probes = mask_evidence(fitted.probes, priors, class_scales, own=np.arange(len(reference)))
+    informative = [name for name, values in given.items() if np.ptp(np.r_[values[reference], probes[name]]) > 0]
     fusion = fuse({name: given[name] for name in informative}, {name: probes[name] for name in informative},
-                  seed=seed)
+                  seed=seed, fit_rows=None if len(reference) == count else reference)
     share = bad_share(fusion)
     quality = quality_from_suspicion(fusion.suspicion, seed=seed, mixture=not share < CLEAN_BAD_SHARE)
     return Scores(quality=quality, suspicion=fusion.suspicion, evidence=given, fusion=fusion,
                   self_check_auroc=self_check_auroc(fusion, quality >= 0.5), bad_share=share)
+
+
+def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`mask_evidence` of every mask in ``signals``, EVIDENCE_CHUNK at a time, as (N,) arrays."""
+    count = len(signals.softmin)
+    if count <= EVIDENCE_CHUNK:
+        return mask_evidence(signals, priors, class_scales, own=own)
+    evidence: dict[str, np.ndarray] = {}
+    for start in range(0, count, EVIDENCE_CHUNK):
+        rows = slice(start, min(start + EVIDENCE_CHUNK, count))
+        for name, values in mask_evidence(take_rows(signals, rows), priors, class_scales, own=own[rows]).items():
+            evidence.setdefault(name, np.empty(count))[rows] = values
+    return evidence

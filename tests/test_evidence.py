@@ -129,6 +129,27 @@ def test_fusion_learns_which_evidence_separates_and_is_reproducible():
     assert np.corrcoef(first.suspicion, given["useful"])[0, 1] > 0.95
 
 
+def test_fusion_fitted_on_some_rows_scores_the_others_chunk_by_chunk(monkeypatch):
+    """A volume scan's 200,000 slices: the fusion learns from a sample of them and scores the rest."""
+    import maskaudit.evidence.fusion as fusion_module
+
+    rng = np.random.default_rng(5)
+    n = 600
+    bad = rng.random(n) < 0.2
+    given = {"useful": rng.normal(0, 1, n) + 4 * bad, "noise": rng.normal(0, 1, n)}
+    probes = {"useful": rng.normal(4, 1, 150), "noise": rng.normal(0, 1, 150)}
+    everything = fuse(given, probes, seed=1)
+    assert np.array_equal(fuse(given, probes, seed=1, fit_rows=np.arange(n)).suspicion, everything.suspicion)
+    monkeypatch.setattr(fusion_module, "SCORE_CHUNK", 64)
+    rows = np.sort(rng.choice(n, 150, replace=False))
+    sampled = fuse(given, probes, seed=1, fit_rows=rows)
+    assert sampled.learned and sampled.suspicion.shape == (n,) and np.isfinite(sampled.suspicion).all()
+    assert np.array_equal(sampled.suspicion[rows], fuse({k: v[rows] for k, v in given.items()}, probes, seed=1).suspicion)
+    others = np.setdiff1d(np.arange(n), rows)
+    assert np.mean(sampled.suspicion[others][bad[others]] > np.median(sampled.suspicion[others][~bad[others]])) > 0.95
+    assert np.corrcoef(sampled.suspicion, everything.suspicion)[0, 1] > 0.98
+
+
 def test_fusion_weights_stay_non_negative_when_features_overlap():
     """Two copies of one useful feature: a free logistic fit may trade them against each other."""
     rng = np.random.default_rng(2)

@@ -100,3 +100,18 @@ def test_a_clean_population_in_two_groups_stays_clean():
     flagged = quality_from_suspicion(score) < 0.5
     assert flagged[30:].mean() >= 0.9
     assert flagged[:30].sum() <= 1
+
+
+def test_the_mixture_fitted_on_a_sample_of_many_scores_flags_the_same_population(monkeypatch):
+    """More than FIT_ROWS scores: the mixture learns from FIT_ROWS of them, and every score gets its quality."""
+    import maskaudit.scoring as scoring
+
+    rng = np.random.default_rng(7)
+    scores = np.r_[rng.normal(0, 1, 1600), rng.normal(7, 1, 400)]
+    full = quality_from_suspicion(scores)
+    monkeypatch.setattr(scoring, "FIT_ROWS", 500)
+    monkeypatch.setattr(scoring, "EVIDENCE_CHUNK", 300)
+    sampled = quality_from_suspicion(scores)
+    assert len(scoring.reference_rows(2000)) == 500 and np.array_equal(scoring.reference_rows(400), np.arange(400))
+    assert sampled.shape == (2000,) and np.mean((sampled < 0.5) == (full < 0.5)) > 0.99
+    assert np.mean(sampled[1600:] < 0.5) > 0.95 and np.mean(sampled[:1600] < 0.5) < 0.02

@@ -23,6 +23,7 @@ from sklearn.model_selection import StratifiedKFold
 
 FOLDS = 5
 MIN_PER_CLASS = 10   # fewer probes or given masks than this: no learned fusion (equal weights)
+SCORE_CHUNK = 16_384  # given masks scored at a time beyond the fitted rows
 L2 = 0.3             # ridge penalty on the weights (the sample weights sum to 1): spreads weight over overlapping evidence
 
 
@@ -64,12 +65,24 @@ def _fit(x: np.ndarray, y: np.ndarray) -> _Linear:
     return _Linear(weights=params[:-1], bias=float(params[-1]))
 
 
-def _robust_standardise(given: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both (., F) arrays on the given masks' robust z scale (median 0, 1.4826 MAD 1), clipped to +-10."""
+def _matrix(evidence: dict[str, np.ndarray], names: tuple[str, ...], rows=slice(None)) -> np.ndarray:
+    """(R, F) float64 of ``evidence[name][rows]`` per column, non-finite values as 0."""
+    return np.nan_to_num(np.column_stack([np.asarray(evidence[name][rows], dtype=np.float64) for name in names]),
+                         copy=False)
+
+
+def _robust_scale(given: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) centre and scale of the given masks' evidence (R, F): median and 1.4826 MAD (or std if 0)."""
     centre = np.median(given, axis=0)
     scale = 1.4826 * np.median(np.abs(given - centre), axis=0)
-    scale = np.where(scale > 1e-9, scale, np.maximum(given.std(axis=0), 1e-9))
-    return tuple(np.clip((values - centre) / scale, -10, 10) for values in (given, probes))
+    return centre, np.where(scale > 1e-9, scale, np.maximum(given.std(axis=0), 1e-9))
+
+
+def _standardise(values: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``values`` (., F) on the robust z scale of (centre, scale), clipped to +-10, in place."""
+    values -= centre
+    values /= scale
+    return np.clip(values, -10, 10, out=values)
 
 
 def _out_of_fold(negatives: np.ndarray, probes: np.ndarray, *, seed: int) -> np.ndarray:
@@ -82,23 +95,42 @@ def _out_of_fold(negatives: np.ndarray, probes: np.ndarray, *, seed: int) -> np.
     return scores
 
 
-def fuse(given: dict[str, np.ndarray], probes: dict[str, np.ndarray], *, seed: int = 0) -> Fusion:
+def fuse(given: dict[str, np.ndarray], probes: dict[str, np.ndarray], *, seed: int = 0,
+         fit_rows: np.ndarray | None = None) -> Fusion:
     """Learn the fusion from evidence of the given masks (each (N,)) and of their probes (each (M,),
     same keys; higher = worse) and score both, each sample by a model that did not train on it
     (5-fold). Every given mask is a negative: the few bad ones among them only blur the boundary.
-    With fewer than MIN_PER_CLASS of either, the suspicion is the mean z-score. Deterministic for a seed.
+    ``fit_rows`` (R,), sorted positions among the given masks: only those are learned from (and scaled
+    on); the others are scored, chunk by chunk, by the model fitted on all R and the probes, which
+    never saw them. With fewer than MIN_PER_CLASS of either, the suspicion is the mean z-score.
+    Deterministic for a seed.
     """
     names = tuple(given)
-    x_given = np.nan_to_num(np.column_stack([given[name] for name in names]).astype(np.float64))
-    x_probe = np.nan_to_num(np.column_stack([probes[name] for name in names]).astype(np.float64))
-    x_given, x_probe = _robust_standardise(x_given, x_probe)
+    count = len(given[names[0]]) if names else 0
+    x_given = _matrix(given, names, slice(None) if fit_rows is None else fit_rows)
+    centre, scale = _robust_scale(x_given)
+    x_given, x_probe = _standardise(x_given, centre, scale), _standardise(_matrix(probes, names), centre, scale)
     if min(len(x_given), len(x_probe)) < MIN_PER_CLASS:
-        return Fusion(suspicion=x_given.mean(axis=1), probe_scores=x_probe.mean(axis=1),
-                      weights={name: 1.0 / len(names) for name in names}, learned=False)
-    scores = _out_of_fold(x_given, x_probe, seed=seed)
-    linear = _fit(np.concatenate([x_given, x_probe]), np.r_[np.zeros(len(x_given)), np.ones(len(x_probe))])
-    return Fusion(suspicion=scores[: len(x_given)], probe_scores=scores[len(x_given) :],
-                  weights={name: float(weight) for name, weight in zip(names, linear.weights)})
+        score = lambda x: x.mean(axis=1)  # noqa: E731 - the unlearned fallback
+        fitted, probe_scores = score(x_given), score(x_probe)
+        weights, learned = {name: 1.0 / len(names) for name in names}, False
+    else:
+        scores = _out_of_fold(x_given, x_probe, seed=seed)
+        linear = _fit(np.concatenate([x_given, x_probe]), np.r_[np.zeros(len(x_given)), np.ones(len(x_probe))])
+        score, fitted, probe_scores = linear.decision_function, scores[: len(x_given)], scores[len(x_given) :]
+        weights, learned = {name: float(weight) for name, weight in zip(names, linear.weights)}, True
+    if fit_rows is None:
+        suspicion = fitted
+    else:  # the rows not fitted on, a chunk at a time: never an (N, F) table
+        suspicion = np.empty(count)
+        suspicion[fit_rows] = fitted
+        rest = np.ones(count, bool)
+        rest[fit_rows] = False
+        for start in range(0, count, SCORE_CHUNK):
+            rows = start + np.flatnonzero(rest[start : start + SCORE_CHUNK])
+            if len(rows):
+                suspicion[rows] = score(_standardise(_matrix(given, names, rows), centre, scale))
+    return Fusion(suspicion=suspicion, probe_scores=probe_scores, weights=weights, learned=learned)
 
 
 def bad_share(fusion: Fusion) -> float:
