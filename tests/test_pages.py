@@ -128,7 +128,9 @@ def anonymous_kib():
     return int(fields["RssAnon"].split()[0])
 blocks, survivors = [], []
 for _ in range(2000):  # 2000 x 64 KiB from the heap, each followed by a small block that stays
-    blocks.append(bytearray(64 * 1024))
+    block = bytearray(64 * 1024)
+    block[::4096] = bytes(16)  # touch every page: calloc'd fresh pages are not resident until written
+    blocks.append(block)
     survivors.append(bytearray(64))
 del blocks
 before = anonymous_kib()
