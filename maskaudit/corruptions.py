@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
+from .distance import signed_distance
 
 __all__ = [
     "CORRUPTIONS",
@@ -127,7 +128,7 @@ def dilate(mask: np.ndarray, n: float) -> np.ndarray:
     ``skimage.morphology.dilation(mask, disk(n))``, computed with a distance transform)."""
     if not mask.any():
         return mask.copy()
-    return ndi.distance_transform_edt(~mask) <= n
+    return signed_distance(mask, reach=n) >= -n
 
 
 def _erode_clamped(mask: np.ndarray, n: int, min_keep: int) -> tuple[np.ndarray, int]:
@@ -139,7 +140,7 @@ def _erode_clamped(mask: np.ndarray, n: int, min_keep: int) -> tuple[np.ndarray,
     # Estimate the largest admissible radius from the distance transform (erosion by disk(r)
     # keeps exactly the pixels whose distance to the background exceeds r, up to borders),
     # then verify with the real erosion and step down if needed.
-    edt = ndi.distance_transform_edt(mask)
+    edt = np.maximum(signed_distance(mask, reach=0), 0.0)  # distance to the background, 0 outside the mask
     r = n
     if int((edt > r).sum()) < keep:
         values = np.sort(edt[mask])[::-1]

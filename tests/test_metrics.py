@@ -208,3 +208,27 @@ def test_softmin_label_quality_is_pulled_down_by_one_small_confidently_wrong_obj
     missing_object = agreeing.copy()
     missing_object[0, 50:54, 50:54] = 0.97  # the model sees a small object the label lacks
     assert softmin_label_quality(missing_object, given) < 0.2
+
+
+def test_signed_distance_on_the_mask_box_equals_the_whole_image_transform_within_its_reach():
+    """maskaudit.distance computes on the mask's box: the same numbers wherever they are within reach."""
+    from scipy import ndimage
+
+    from maskaudit.distance import signed_distance
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        shape = tuple(rng.integers(5, 50, 2))
+        mask = ndimage.gaussian_filter(rng.standard_normal(shape), rng.uniform(0.5, 4)) > rng.uniform(0, 1.2)
+        if trial % 10 == 0:  # a single pixel
+            mask = np.zeros(shape, bool)
+            mask[rng.integers(0, shape[0]), rng.integers(0, shape[1])] = True
+        reach = float(rng.choice([0, 1, 3, 12, 14.5]))
+        if not mask.any():  # scipy's transform of an image without zeros is not a distance
+            continue
+        whole = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+        got = signed_distance(mask, reach=reach)
+        within = whole >= -reach
+        np.testing.assert_array_equal(got[within], whole[within])
+        assert (got[~within] < -reach).all()
+    assert (signed_distance(np.zeros((6, 6), bool), reach=3) < -3).all()

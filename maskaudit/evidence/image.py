@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..distance import signed_distance
+
 PROFILE_RADIUS = 8   # px at 128 px working size: the reach of the edge profile on each side
 EDGE_SIGMA = 1.5     # px: Gaussian smoothing before the gradient (ultrasound speckle, JPEG noise)
 STEP_RADIUS = 12     # px at 128 px working size: the reach of the intensity profile on each side
@@ -30,10 +32,12 @@ def gradient_magnitude(image: np.ndarray) -> np.ndarray:
     return magnitude / max(float(np.median(magnitude)), 1e-3)
 
 
-def edge_profile(magnitude: np.ndarray, mask: np.ndarray, *, radius: int = PROFILE_RADIUS) -> np.ndarray:
+def edge_profile(magnitude: np.ndarray, mask: np.ndarray, *, radius: int = PROFILE_RADIUS,
+                 signed: np.ndarray | None = None) -> np.ndarray:
     """(2 * radius + 1,) mean gradient magnitude at signed distance d = -radius..radius px from the
-    boundary of ``mask`` (S, S) bool (d > 0 inside; NaN where no pixel lies at that distance)."""
-    signed = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+    boundary of ``mask`` (S, S) bool (d > 0 inside; NaN where no pixel lies at that distance).
+    ``signed``: the mask's :func:`~maskaudit.distance.signed_distance` with a reach >= radius, if known."""
+    signed = signed_distance(mask, reach=radius) if signed is None else signed
     # boundary pixels on both sides sit at |d| = 1; shift the inside by one so d = 0 is the inner rim
     signed = np.where(mask, signed - 1, signed)
     bins = np.rint(signed).astype(np.int64)
@@ -45,10 +49,12 @@ def edge_profile(magnitude: np.ndarray, mask: np.ndarray, *, radius: int = PROFI
         return sums / counts
 
 
-def intensity_profile(image: np.ndarray, mask: np.ndarray, *, radius: int = STEP_RADIUS) -> np.ndarray:
+def intensity_profile(image: np.ndarray, mask: np.ndarray, *, radius: int = STEP_RADIUS,
+                      signed: np.ndarray | None = None) -> np.ndarray:
     """(2 * radius + 1, C) mean colour of image (C, S, S) at signed distance d = -radius..radius px from
-    the boundary of ``mask`` (S, S) bool, d > 0 inside; bins no pixel reaches are interpolated."""
-    signed = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+    the boundary of ``mask`` (S, S) bool, d > 0 inside; bins no pixel reaches are interpolated.
+    ``signed``: the mask's :func:`~maskaudit.distance.signed_distance` with a reach >= radius, if known."""
+    signed = signed_distance(mask, reach=radius) if signed is None else signed
     bins = np.rint(np.where(mask, signed - 1, signed)).astype(np.int64)
     keep = np.abs(bins) <= radius
     index = bins[keep] + radius
@@ -115,8 +121,9 @@ def image_evidence(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarra
             if not mask.any():
                 continue
             magnitude = gradient_magnitude(image) if magnitude is None else magnitude
-            profile = intensity_profile(image, mask)
-            evidence["edge_misfit"][i, k] = edge_misfit(edge_profile(magnitude, mask))
+            signed = signed_distance(mask, reach=max(STEP_RADIUS, PROFILE_RADIUS))  # once for both profiles
+            profile = intensity_profile(image, mask, signed=signed)
+            evidence["edge_misfit"][i, k] = edge_misfit(edge_profile(magnitude, mask, signed=signed))
             evidence["step_misfit"][i, k] = step_misfit(profile)
             evidence["rim_blend"][i, k] = rim_blend(profile)
     return evidence

@@ -6,8 +6,8 @@ Shape key: b samples, K classes, S working resolution.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from ..distance import signed_distance
 from ..inference import predicted_masks
 from ..metrics import boundary_distance, dice_per_class, softmin_label_quality
 
@@ -63,10 +63,11 @@ def rim_disagreement(probabilities: np.ndarray, masks: np.ndarray, *, valid: np.
     for i, (sample_probabilities, sample_masks) in enumerate(zip(probabilities, masks)):
         known = np.ones(masks.shape[2:], bool) if valid is None else valid[i]
         for k, mask in enumerate(sample_masks):
-            inner = mask & (ndimage.distance_transform_edt(mask) <= RIM_WIDTH) & known
+            signed = signed_distance(mask, reach=RIM_WIDTH)  # > 0 inside, < 0 outside
+            inner = mask & (signed <= RIM_WIDTH) & known
             if not inner.any():
                 continue
-            outer = ~mask & (ndimage.distance_transform_edt(~mask) <= RIM_WIDTH) & known
+            outer = ~mask & (signed >= -RIM_WIDTH) & known
             claim = float(sample_probabilities[k][outer].mean()) if outer.any() else 0.0
             disagreement[i, k] = 1.0 - float(sample_probabilities[k][inner].mean()) + claim
     return disagreement
