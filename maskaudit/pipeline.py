@@ -25,7 +25,7 @@ from .mask_format import mask_format_of
 from .prepare import PreparedData, load_original, prepare
 from .prepare_volumes import SliceSamples, VolumeData, prepare_volumes
 from .scoring import IMAGE_EVIDENCE, RIM_EVIDENCE, quality_scores
-from .signals import compute_signals, concatenate_signals
+from .signals import compute_signals, concatenate_signals, release_signals
 from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
 from .visuals import predict_probabilities, predict_samples
@@ -167,6 +167,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     _require_finite("scores", {"quality_score": scores.quality})
     check = self_check(scores, signals)
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
+    release_signals(signals)  # the pages of cache/signals that scoring read
     return_freed_memory()  # what scoring and clustering freed, before the export allocates its own
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 

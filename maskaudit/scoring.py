@@ -24,7 +24,7 @@ from .evidence.fusion import Fusion, bad_share, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 from .evidence.scaling import fit_class_scale, worst_class
 
-from .signals import take_rows
+from .signals import release_signals, take_rows
 
 if TYPE_CHECKING:
     from .signals import Signals
@@ -203,4 +203,5 @@ def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.nd
         rows = slice(start, min(start + EVIDENCE_CHUNK, count))
         for name, values in mask_evidence(take_rows(signals, rows), priors, class_scales, own=own[rows]).items():
             evidence.setdefault(name, np.empty(count))[rows] = values
+        release_signals(signals)  # a store's pages read for this chunk
     return evidence

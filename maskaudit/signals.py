@@ -173,6 +173,14 @@ def take_rows(signals: Signals, rows: "slice | np.ndarray") -> Signals:
                    probes=probes)
 
 
+def release_signals(signals: Signals) -> None:
+    """Drop from this process the pages it has read of memory-mapped fields (a store's; maskaudit.pages),
+    the probes' too; in-memory fields are left alone."""
+    release_pages(*(getattr(signals, name) for name in Signals.__dataclass_fields__ if name != "probes"))
+    if signals.probes is not None:
+        release_signals(signals.probes)
+
+
 def concatenate_signals(parts: list[Signals]) -> Signals:
     """One Signals from the per-process shards of a distributed run, in shard order."""
     if len(parts) == 1:

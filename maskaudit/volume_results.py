@@ -29,11 +29,13 @@ from .formats.volume_files import write_label_volume
 from .prepare_volumes import VolumeData
 from .visuals import predict_samples
 from .pages import release_pages, return_freed_memory
+from .signals import release_signals
 
 __all__ = ["SLICE_COLUMNS", "CaseScores", "aggregate_cases", "flagged_slices", "rank_cases", "write_slices_csv",
            "report_slices", "SlicePictures"]
 
 WORST_FRACTION = 0.2  # a case's score is the mean over this share of its slices, the worst ones
+_RELEASE_ROWS = 16_384  # slices.csv rows between releases of the signals' pages
 MAX_FLAGGED_SLICES = 8  # flagged slices of a suspect case shown in the report and exported, at most
 SLICE_COLUMNS = ("case", "slice", "quality_score", "suspicion", "dice_vs_prediction", "dice_per_class",
                  "boundary_distance", "qam_score", "cluster", "outlier", "boundary_distance_mm")
@@ -104,6 +106,8 @@ def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, sco
         writer = csv.writer(handle, lineterminator="\r\n")  # row by row: never the whole file in memory
         writer.writerow(SLICE_COLUMNS)
         for position, (case, index) in enumerate(zip(volume_data.case_of, volume_data.slice_of)):
+            if position % _RELEASE_ROWS == _RELEASE_ROWS - 1:
+                release_signals(signals)  # the memory-mapped signals read so far
             writer.writerow([
                 cases[case].id, int(index), f"{scores.quality[position]:.6f}", f"{scores.suspicion[position]:.6f}",
                 f"{signals.dice[position].mean():.6f}",

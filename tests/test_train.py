@@ -340,7 +340,7 @@ def test_the_critic_on_part_of_the_batch_ranks_those_samples_and_trains_both_net
 
 def test_signals_with_a_store_keep_every_field_in_memory_mapped_files(tmp_path):
     """A volume scan's hundreds of thousands of rows: the signals of the masks and of their probes go to disk."""
-    from maskaudit.signals import compute_signals
+    from maskaudit.signals import compute_signals, release_signals
 
     data, _ = tiny_data(12)
     result = train(data, small_config(epochs=1))
@@ -350,6 +350,8 @@ def test_signals_with_a_store_keep_every_field_in_memory_mapped_files(tmp_path):
         assert isinstance(getattr(stored, name), np.memmap) and not isinstance(getattr(in_memory, name), np.memmap)
         assert (tmp_path / "signals" / f"rows0-{name}.npy").exists()
     assert isinstance(stored.probes.dice, np.memmap) and (tmp_path / "signals" / "rows0-probes-dice.npy").exists()
+    release_signals(stored)  # the pages leave this process, the values stay in the files
+    release_signals(in_memory)  # in-memory fields are left alone
     for name in ("qam_features", "bottleneck", "dice", "softmin", "shape", "qam_score"):
         np.testing.assert_array_equal(getattr(stored, name), getattr(in_memory, name))
         np.testing.assert_array_equal(getattr(stored.probes, name), getattr(in_memory.probes, name))
