@@ -177,7 +177,8 @@ def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
         raise ValueError("quality_scores needs the probes' signals, which compute_signals gathers")
     count = len(signals.softmin)
     reference = reference_rows(count, seed=seed)
-    fitted = signals if len(reference) == count else take_rows(signals, reference)
+    fitted = signals if len(reference) == count else take_rows(signals, reference, features=False)
+    release_signals(signals)  # the pages of a store that the scattered reference rows mapped
     priors = fit_priors(fitted.shape)
     class_scales = {name: fit_class_scale(getattr(fitted, name)) for name in CLASS_EVIDENCE}
     own = np.full(count, -1)  # each mask's own row among the reference masks, left out of its prior neighbours
@@ -201,7 +202,7 @@ def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.nd
     evidence: dict[str, np.ndarray] = {}
     for start in range(0, count, EVIDENCE_CHUNK):
         rows = slice(start, min(start + EVIDENCE_CHUNK, count))
-        for name, values in mask_evidence(take_rows(signals, rows), priors, class_scales, own=own[rows]).items():
+        for name, values in mask_evidence(take_rows(signals, rows, features=False), priors, class_scales, own=own[rows]).items():
             evidence.setdefault(name, np.empty(count))[rows] = values
         release_signals(signals)  # a store's pages read for this chunk
     return evidence

@@ -166,11 +166,20 @@ def valid_pixels(data: "PreparedData", rows: range, batch: slice) -> np.ndarray 
     return ~np.asarray(data.void[rows.start + batch.start : rows.start + batch.stop], dtype=bool)
 
 
-def take_rows(signals: Signals, rows: "slice | np.ndarray") -> Signals:
-    """The Signals of rows ``rows`` (a slice: views; positions: copies), probes included."""
-    probes = None if signals.probes is None else take_rows(signals.probes, rows)
-    return Signals(**{name: getattr(signals, name)[rows] for name in Signals.__dataclass_fields__ if name != "probes"},
-                   probes=probes)
+def take_rows(signals: Signals, rows: "slice | np.ndarray", *, features: bool = True) -> Signals:
+    """The Signals of rows ``rows`` (a slice: views; positions: copies), probes included. ``features=False``
+    leaves out the wide QAM and bottleneck features (zero columns): the scorer never reads them, and
+    a few thousand scattered rows of a memory-mapped store would map most of its pages."""
+    probes = None if signals.probes is None else take_rows(signals.probes, rows, features=features)
+    left_out = () if features else _WIDE_FIELDS
+    values = {name: getattr(signals, name)[rows] for name in Signals.__dataclass_fields__
+              if name != "probes" and name not in left_out}
+    count = len(range(len(signals.softmin))[rows]) if isinstance(rows, slice) else len(rows)
+    values.update({name: np.zeros((count, 0), np.float32) for name in left_out})
+    return Signals(**values, probes=probes)
+
+
+_WIDE_FIELDS = ("qam_features", "bottleneck")  # (N, 64) and (N, 128) at the defaults: most of a row's bytes
 
 
 def release_signals(signals: Signals) -> None:
