@@ -23,7 +23,6 @@ from sklearn.mixture import GaussianMixture
 from .evidence.fusion import Fusion, bad_share, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 from .evidence.scaling import fit_class_scale, worst_class
-
 from .signals import release_signals, take_rows
 
 if TYPE_CHECKING:
