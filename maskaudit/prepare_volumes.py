@@ -50,7 +50,7 @@ class VolumeData:
     Attributes
     ----------
     data : PreparedData
-        Slice-level: ``data.index.samples[i]`` is slice i (id ``"<case>/<slice>"``), its image and
+        Slice-level: ``data.index.samples`` is a :class:`SliceSamples`, whose item i is slice i (id ``"<case>/<slice>"``), its image and
         mask paths are the case's files; images (N, C, S, S) and masks (N, K, S, S) memory maps;
         ``data.pixel_mm`` (N, 2) the mm of one working pixel along the slice's rows and columns.
     volumes : VolumeIndex
@@ -69,13 +69,9 @@ class VolumeData:
     slice_of: np.ndarray
     axis: int
 
-    def __post_init__(self) -> None:
-        # a case's slices are consecutive rows: case c owns rows _bounds[c] to _bounds[c + 1]
-        self._bounds = np.searchsorted(self.case_of, np.arange(len(self.volumes.cases) + 1))
-
     def slices_of_case(self, case_position: int) -> np.ndarray:
         """Sample positions of one case's slices, in slice order."""
-        return np.arange(self._bounds[case_position], self._bounds[case_position + 1])
+        return np.asarray(self.data.index.samples.rows_of_case(case_position))
 
 
 def slice_id(case_id: str, slice_index: int) -> str:
@@ -110,12 +106,15 @@ class SliceSamples(Sequence):
         case_id, _, index = sample_id.rpartition("/")
         if case_id not in self._case_position or not index.isdigit():
             raise KeyError(sample_id)
-        case = self._case_position[case_id]
-        rows = range(self._bounds[case], self._bounds[case + 1])
+        rows = self.rows_of_case(self._case_position[case_id])
         found = int(np.searchsorted(self._slice_of[rows.start : rows.stop], int(index))) + rows.start
         if found not in rows or self._slice_of[found] != int(index):
             raise KeyError(sample_id)
         return found
+
+    def rows_of_case(self, case: int) -> range:
+        """The rows of the slices of case position ``case``, in slice order (a case's slices are consecutive)."""
+        return range(int(self._bounds[case]), int(self._bounds[case + 1]))
 
     @property
     def id_dtype(self) -> np.dtype:
