@@ -43,9 +43,7 @@ def corrupted_copy(name: str, runs: Path, fraction: float, seed: int) -> tuple[P
 def snapshot_detection(data, config, unet, qam, history, epoch, truth) -> dict:
     """AUROC / AP of quality_score computed from the networks as they are after ``epoch``."""
     unet, qam = copy.deepcopy(unet).eval(), (copy.deepcopy(qam).eval() if qam is not None else None)
-    result = TrainResult(unet=unet, qam=qam, config=config,
-                         history_loss=history["loss"][: epoch + 1], history_t=history["t"][: epoch + 1],
-                         history_weight=history["weight"][: epoch + 1], history_dice=history["dice"][: epoch + 1])
+    result = TrainResult(unet=unet, qam=qam, config=config, history=history)
     signals = compute_signals(data, result)
     scores = quality_scores(signals, seed=config.seed)
     ids = [sample.id for sample in data.index.samples]
@@ -82,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_epoch_end(epoch, unet, qam, history):
         clock["train"] += time.perf_counter() - clock["mark"]
         row = {"epoch": epoch + 1, "train_s": round(clock["train"], 1),
-               "stability": ranking_stability(history["loss"][: epoch + 1]),
-               "classes_learned": classes_learned(history["dice"][: epoch + 1])}
+               "stability": ranking_stability(history.dense("loss")),
+               "classes_learned": classes_learned(history.dense("dice"))}
         if (epoch + 1) % args.every == 0 or epoch + 1 == epochs:
             row.update(snapshot_detection(data, config, unet, qam, history, epoch, truth))
         rows.append(row)

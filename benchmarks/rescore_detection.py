@@ -40,8 +40,7 @@ def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict
         qam = QualityAwarenessModule(state["image_channels"], len(state["classes"]), width=config.qam_width)
         qam.load_state_dict(state["qam"])
         qam.eval()
-    result = TrainResult(unet=unet, qam=qam, config=config, history_loss=None, history_t=None,
-                         history_weight=None, history_dice=None)
+    result = TrainResult(unet=unet, qam=qam, config=config)
     data = prepare(find_dataset(dataset), size=config.size, cache_dir=scan_dir / "cache")
     if recalibrate:  # networks saved before train() re-estimated the final U-Net's BatchNorm statistics
         recalibrate_batchnorm(unet, data.images, data.masks, batch_size=max(config.batch_size, 16),

@@ -10,7 +10,6 @@ import pickle
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .atomic import atomic_path
@@ -18,10 +17,11 @@ from .errors import CheckpointError
 
 
 def save_checkpoint(path: Path, *, unet, qam, training_networks=(None, None), optimizer, config: dict, classes: list[str], multilabel: bool,
-                    image_channels: int, epoch: int, histories: dict[str, np.ndarray],
+                    image_channels: int, epoch: int, histories: dict[str, torch.Tensor],
                     mask_format: dict | None = None) -> None:
     """Write the networks, optimizer, options and histories to ``path`` atomically.
 
+    ``histories`` is :meth:`maskaudit.history.TrainingHistory.state` (tensors only).
     ``unet`` and ``qam`` are the networks that score and predict (the weight average of training);
     ``training_networks`` (unet, qam) are the ones the optimizer steps, needed only to resume.
     ``mask_format`` is how the dataset stores its masks (:meth:`maskaudit.mask_format.MaskFormat.as_dict`),
@@ -39,7 +39,7 @@ def save_checkpoint(path: Path, *, unet, qam, training_networks=(None, None), op
         "multilabel": bool(multilabel),
         "image_channels": int(image_channels),
         "epoch": int(epoch),
-        "histories": {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in histories.items()},
+        "histories": histories,
         "mask_format": mask_format,
     }
     with atomic_path(path) as temporary:

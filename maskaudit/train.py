@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import ProcessGroup, broadcast_buffers, sum_across
 from .errors import CheckpointError, TrainingError
+from .history import KEYS as HISTORY_KEYS, TrainingHistory
 from .loader import default_workers, iterate_batches
 from .mask_format import mask_format_of
 from .pages import read_chunks
@@ -140,17 +141,16 @@ def classes_learned(history_dice: np.ndarray, present: np.ndarray | None = None)
     return bool(np.all(np.asarray(medians) >= LEARNED_DICE))
 
 
-def should_stop_early(history_loss: np.ndarray, history_dice: np.ndarray, budget: int,
-                      present: np.ndarray | None = None) -> bool:
+def should_stop_early(history: TrainingHistory, budget: int, present: np.ndarray | None = None) -> bool:
     """True once MIN_EPOCH_FRACTION of ``budget`` epochs ran, every class is learned and the loss
-    ranking is stable. history_loss: (E, N); history_dice: (E, N, K), E = epochs finished;
-    present: (N, K) bool, which given masks contain each class (see classes_learned)."""
-    finished = history_loss.shape[0]
+    ranking is stable. ``history`` holds the epochs finished; present: (N, K) bool, which given masks
+    contain each class (see classes_learned). Only the last 2 * STABILITY_WINDOW epochs are read."""
+    finished = len(history)
     if finished < math.ceil(MIN_EPOCH_FRACTION * budget) or finished >= budget:
         return False
-    stability = ranking_stability(history_loss)
+    stability = ranking_stability(history.dense("loss", first=max(finished - 2 * STABILITY_WINDOW, 0)))
     return (stability is not None and stability >= STABLE_CORRELATION
-            and classes_learned(history_dice, present))
+            and classes_learned(history.dense("dice", first=finished - 1), present))
 
 
 def classes_present(masks: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -164,17 +164,35 @@ def classes_present(masks: np.ndarray, chunk: int = 256) -> np.ndarray:
 
 @dataclass
 class TrainResult:
-    """Trained networks (eval mode, on CPU) and per-sample histories, all (E, N) unless noted."""
+    """Trained networks (eval mode, on CPU) and what training measured per sample (``history``; the
+    ``history_*`` properties are its (E, N) tables, NaN where an epoch did not draw the sample)."""
 
     unet: UNet
     qam: QualityAwarenessModule | None
     config: TrainConfig
-    history_loss: np.ndarray     # per-sample loss L_i seen in training
-    history_t: np.ndarray        # raw QAM score t_i (0 in baseline mode)
-    history_weight: np.ndarray   # batch weight w_i times the batch size (1 = an average sample)
-    history_dice: np.ndarray     # (E, N, K) soft Dice of the training prediction against the given mask
+    history: TrainingHistory | None = None
     seconds: float = 0.0
     epoch_budget: int = 0        # epochs the run was allowed; more than E when it stopped early
+
+    @property
+    def history_loss(self) -> np.ndarray:
+        """(E, N) per-sample loss L_i seen in training."""
+        return self.history.dense("loss")
+
+    @property
+    def history_t(self) -> np.ndarray:
+        """(E, N) raw QAM score t_i (0 in baseline mode)."""
+        return self.history.dense("t")
+
+    @property
+    def history_weight(self) -> np.ndarray:
+        """(E, N) batch weight w_i times the batch size (1 = an average sample)."""
+        return self.history.dense("weight")
+
+    @property
+    def history_dice(self) -> np.ndarray:
+        """(E, N, K) soft Dice of the training prediction against the given mask."""
+        return self.history.dense("dice")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -357,7 +375,7 @@ def train(
     resume: bool = False,
     progress: bool = False,
     group: ProcessGroup = ProcessGroup(),
-    on_epoch_end: "Callable[[int, UNet, QualityAwarenessModule | None, dict[str, np.ndarray]], None] | None" = None,
+    on_epoch_end: "Callable[[int, UNet, QualityAwarenessModule | None, TrainingHistory], None] | None" = None,
     sampler: "SliceSampler | None" = None,
 ) -> TrainResult:
     """Train the U-Net and the QAM jointly on ``data``, checkpointing to ``out_dir/model.pt`` each epoch.
@@ -367,9 +385,9 @@ def train(
     process trains on its own share of every epoch's mini-batches (the QAM softmax stays per local
     mini-batch), histories are summed across processes, and only the main process checkpoints.
     ``on_epoch_end(epoch, unet, qam, history)``, if given, is called after every epoch (0-based) with
-    the weight-averaged networks a run stopped there would return and the (E, N) histories filled
-    up to that epoch. With a ``sampler`` each epoch trains on the slices it draws (and lasts
-    ``sampler.epochs`` epochs by default); the histories are NaN for samples not drawn in an epoch.
+    the weight-averaged networks a run stopped there would return and the TrainingHistory of the
+    epochs so far. With a ``sampler`` each epoch trains on the slices it draws (and lasts
+    ``sampler.epochs`` epochs by default), and the history keeps only the slices drawn.
     Raises TrainingError when the loss stops being finite, CheckpointError for a bad checkpoint.
     """
     import time
@@ -392,17 +410,12 @@ def train(
         qam.to(device)
         parameters += list(qam.parameters())
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
-    history = {
-        "loss": np.full((epochs, num_samples), np.nan, np.float32),
-        "t": np.zeros((epochs, num_samples), np.float32),
-        "weight": np.ones((epochs, num_samples), np.float32),
-        "dice": np.full((epochs, num_samples, num_classes), np.nan, np.float32),
-    }
+    history = TrainingHistory(num_samples, num_classes)
     checkpoint_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     slices_per_epoch = None if sampler is None else sampler.draws  # None: every sample in every epoch
     first_epoch, averaged_state = 0, None
     if resume:
-        first_epoch, averaged_state = _restore(checkpoint_path, config, unet, qam, optimizer, history,
+        first_epoch, averaged_state = _restore(checkpoint_path, config, unet, qam, optimizer, history, epochs=epochs,
                                                classes=tuple(data.index.classes), slices_per_epoch=slices_per_epoch)
 
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
@@ -430,8 +443,7 @@ def train(
     present = classes_present(data.masks) if config.early_stop else None
     families = critic_families(config.critic_holdout)
     finished = first_epoch
-    if config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
-                                               present):
+    if config.early_stop and should_stop_early(history, epochs, present):
         first_epoch = epochs  # a resumed run that had already stopped early: nothing left to train
     stored_format = mask_format_of(data.index).as_dict() if checkpoint_path is not None and group.is_main else None
     bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not (progress and group.is_main),
@@ -443,7 +455,8 @@ def train(
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         critic_rng = np.random.default_rng([config.seed, epoch, group.rank])
         losses, low_quarter_shares = [], []
-        seen = {key: np.zeros_like(values[epoch]) for key, values in history.items()}  # this process's rows
+        seen = {key: np.zeros((num_samples, num_classes) if key == "dice" else num_samples, np.float32)
+                for key in HISTORY_KEYS}  # this process's rows; the others stay 0 for the sum across processes
         batches = (epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
                    if sampler is None else
                    sampler.epoch_batches(local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size))
@@ -484,19 +497,17 @@ def train(
             seen["dice"][rows] = dice_i.detach().cpu().numpy()
             losses.append(loss.item())
             low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
-        drawn = np.zeros(num_samples, bool)
-        drawn[np.concatenate(batches)] = True
-        for key, values in seen.items():  # every drawn sample is seen by exactly one process each epoch
-            history[key][epoch] = sum_across(values, group)
-            history[key][epoch][~drawn] = np.nan  # not drawn in this (sampled) epoch: not measured
+        drawn = np.unique(np.concatenate(batches))
+        # every drawn sample is seen by exactly one process each epoch; the others were not measured
+        history.record(drawn, {key: sum_across(values, group)[drawn] for key, values in seen.items()})
+        del seen
         broadcast_buffers(unet_module, group)  # the same BatchNorm statistics in every process's average
         average_weights(average_unet, unet_module, first=epoch == 0, decay=config.weight_average)
         if qam is not None:
             average_weights(average_qam, qam_module, first=epoch == 0, decay=config.weight_average)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", low_q_weight=f"{np.mean(low_quarter_shares):.2f}")
         finished = epoch + 1
-        stop = config.early_stop and should_stop_early(history["loss"][:finished], history["dice"][:finished], epochs,
-                                                       present)
+        stop = config.early_stop and should_stop_early(history, epochs, present)
         if stop or finished == epochs:  # the final network: BatchNorm statistics for its own weights, then saved
             recalibrate_batchnorm(average_unet, data.images, data.masks, batch_size=max(config.batch_size, 16),
                                   device=device)
@@ -512,7 +523,7 @@ def train(
                 multilabel=multilabel,
                 image_channels=image_channels,
                 epoch=epoch + 1,
-                histories=history,
+                histories=history.state(),
                 mask_format=stored_format,
             )
         if on_epoch_end is not None:
@@ -521,7 +532,7 @@ def train(
             bar.set_description("train (ranking stable: stopped early)")
             break  # every process sees the same summed history, so all stop together
     bar.close()
-    history = {key: values[:finished] for key, values in history.items()}
+    history.truncate(finished)
     unet, qam = average_unet, average_qam
     unet.eval().cpu().to(memory_format=torch.contiguous_format)
     if qam is not None:
@@ -531,10 +542,7 @@ def train(
         qam=qam,
         config=dataclasses.replace(config, epochs=finished),
         epoch_budget=epochs,
-        history_loss=history["loss"],
-        history_t=history["t"],
-        history_weight=history["weight"],
-        history_dice=history["dice"],
+        history=history,
         seconds=time.perf_counter() - started,
     )
 
@@ -589,7 +597,7 @@ def _low_quarter_share(t: torch.Tensor, weights: torch.Tensor) -> float:
     return float(weights[torch.argsort(t)[:quarter]].sum())
 
 
-def _restore(checkpoint_path, config, unet, qam, optimizer, history, *,
+def _restore(checkpoint_path, config, unet, qam, optimizer, history: TrainingHistory, *, epochs: int,
              classes: tuple[str, ...], slices_per_epoch: int | None) -> tuple[int, dict]:
     """Load a checkpoint into the training networks, optimizer and histories; return the number of
     finished epochs and the averaged networks' state dicts ({"unet": ..., "qam": ...}).
@@ -601,20 +609,20 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history, *,
         )
     state = load_checkpoint(checkpoint_path)
     try:
-        saved = state["config"]
-        changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(config, key)]
-        if saved.get("slices_per_epoch") != slices_per_epoch:
+        options = state["config"]
+        changed = [key for key in _RESUME_KEYS if options.get(key) != getattr(config, key)]
+        if options.get("slices_per_epoch") != slices_per_epoch:
             changed.append("slices per epoch")
         if changed:
             raise CheckpointError(
                 f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "
                 "rerun with the same options, or with --overwrite instead of --resume to start again"
             )
-        saved_classes, saved_samples = tuple(state["classes"]), state["histories"]["loss"].shape[1]
-        if saved_classes != classes or saved_samples != history["loss"].shape[1]:
+        saved = TrainingHistory.from_state(state["histories"])
+        if tuple(state["classes"]) != classes or saved.num_samples != history.num_samples:
             raise CheckpointError(
-                f"{checkpoint_path} was trained on {saved_samples} samples of the classes "
-                f"{', '.join(saved_classes)}; the dataset now has {history['loss'].shape[1]} samples of "
+                f"{checkpoint_path} was trained on {saved.num_samples} samples of the classes "
+                f"{', '.join(state['classes'])}; the dataset now has {history.num_samples} samples of "
                 f"{', '.join(classes)}; start again with --overwrite instead of --resume"
             )
         unet.load_state_dict(state["training_networks"]["unet"])
@@ -622,13 +630,12 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history, *,
             qam.load_state_dict(state["training_networks"]["qam"])
         optimizer.load_state_dict(state["optimizer"])
         finished = int(state["epoch"])
-        if finished > history["loss"].shape[0]:
+        if finished > epochs:
             raise CheckpointError(
                 f"{checkpoint_path} has already trained {finished} epochs, more than --epochs "
-                f"{history['loss'].shape[0]}; rerun with --epochs {finished} or more, or with --overwrite"
+                f"{epochs}; rerun with --epochs {finished} or more, or with --overwrite"
             )
-        for key, values in state["histories"].items():
-            history[key][:finished] = values[:finished].numpy()
+        history.epochs[:] = saved.epochs[:finished]
         averaged_state = {"unet": state["unet"], "qam": state["qam"]}
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

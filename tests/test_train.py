@@ -11,6 +11,7 @@ import torch
 from maskaudit.checkpoint import load_checkpoint
 from maskaudit.dataset import DatasetIndex, Sample
 from maskaudit.errors import CheckpointError
+from maskaudit.history import TrainingHistory
 from maskaudit.models import QualityAwarenessModule, UNet
 from maskaudit.prepare import PreparedData
 from maskaudit.train import (
@@ -105,7 +106,7 @@ def test_train_each_mode_histories_and_checkpoint(tmp_path, mode, layout):
     assert (state["qam"] is None) == (mode == "baseline")
     unet = UNet(1, 2 if layout == "B" else 3, width=4)
     unet.load_state_dict(state["unet"])
-    np.testing.assert_allclose(state["histories"]["weight"].numpy(), result.history_weight)
+    np.testing.assert_allclose(TrainingHistory.from_state(state["histories"]).dense("weight"), result.history_weight)
 
 
 def test_same_seed_same_histories():
@@ -183,16 +184,25 @@ def test_ranking_stability_compares_two_windows_of_the_loss_ranking():
     assert abs(ranking_stability(rng.random((6, 200)))) < 0.3
 
 
+def history_of(loss: np.ndarray, dice: np.ndarray) -> TrainingHistory:
+    """A history whose every epoch drew every sample, from (E, N) losses and (E, N, K) Dice."""
+    history = TrainingHistory(loss.shape[1], dice.shape[2])
+    for epoch_loss, epoch_dice in zip(loss, dice):
+        history.record(np.arange(loss.shape[1]), {"loss": epoch_loss, "t": np.zeros_like(epoch_loss),
+                                                  "weight": np.ones_like(epoch_loss), "dice": epoch_dice})
+    return history
+
+
 def test_early_stop_waits_for_every_class_half_the_budget_and_a_stable_ranking():
     stable_loss = np.tile(np.arange(30.0), (10, 1))
     learned = np.full((10, 30, 2), 0.9)
-    assert should_stop_early(stable_loss, learned, budget=20)
-    assert not should_stop_early(stable_loss[:9], learned[:9], budget=20)  # before half the budget
-    assert not should_stop_early(stable_loss, learned, budget=10)  # the budget is spent anyway
+    assert should_stop_early(history_of(stable_loss, learned), budget=20)
+    assert not should_stop_early(history_of(stable_loss[:9], learned[:9]), budget=20)  # before half the budget
+    assert not should_stop_early(history_of(stable_loss, learned), budget=10)  # the budget is spent anyway
     small_class_missing = learned.copy()
     small_class_missing[-1, :, 1] = 0.05  # e.g. the clavicles, still predicted empty
     assert not classes_learned(small_class_missing) and classes_learned(learned)
-    assert not should_stop_early(stable_loss, small_class_missing, budget=20)
+    assert not should_stop_early(history_of(stable_loss, small_class_missing), budget=20)
     # up to half the samples with a bad mask (Dice near 0) do not hide a learned class
     mixed = learned.copy()
     mixed[-1, :14, 1] = 0.0
@@ -203,13 +213,13 @@ def test_early_stop_waits_for_every_class_half_the_budget_and_a_stable_ranking()
     present = np.ones((30, 2), bool)
     present[:25, 1] = False
     assert not classes_learned(rare) and classes_learned(rare, present)
-    assert should_stop_early(stable_loss, rare, budget=20, present=present)
+    assert should_stop_early(history_of(stable_loss, rare), budget=20, present=present)
     absent_everywhere = present.copy()
     absent_everywhere[:, 1] = False
     assert classes_learned(rare, absent_everywhere)  # only class 0 is judged
     unsettled = stable_loss.copy()
     unsettled[-3:] = np.random.default_rng(1).random((3, 30))
-    assert not should_stop_early(unsettled, learned, budget=20)
+    assert not should_stop_early(history_of(unsettled, learned), budget=20)
 
 
 def test_training_stops_when_the_rule_says_so_and_resume_does_not_train_further(tmp_path, monkeypatch):

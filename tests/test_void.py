@@ -59,8 +59,7 @@ def test_the_critic_reads_the_masks_as_given_and_the_probes_corrupt_them(monkeyp
                          mask_suffix="")
     void = np.stack([~valid, ~valid]).astype(np.uint8)
     data = PreparedData(index, images, masks, np.full((2, 2), 16, np.int64), 16, void=void)
-    result = TrainResult(unet=unet, qam=qam, config=TrainConfig(size=16, width=4, qam_width=4), history_loss=None,
-                         history_t=None, history_weight=None, history_dice=None)
+    result = TrainResult(unet=unet, qam=qam, config=TrainConfig(size=16, width=4, qam_width=4))
     seen = []
     real = signals_module._mask_signals
     monkeypatch.setattr(signals_module, "_mask_signals",
