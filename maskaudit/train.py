@@ -89,7 +89,8 @@ def default_epochs(num_samples: int, batch_size: int = 8) -> int:
 
     Small datasets are capped at 40 epochs; large ones get 3 epochs, so that every sample has a loss
     history, which means more steps as the data grows (33 epochs for JSRT's 247 images at batch 8).
-    Early stopping may end a run sooner (JSRT 40 % corrupted: after 21 epochs; never on clean data).
+    Early stopping may end a run sooner (JSRT 40 % corrupted: after 21 epochs; never on clean data),
+    and a run whose segmenter still learns may go on to EXTENSION_LIMIT times it (epochs_after).
     """
     return int(np.clip(math.ceil(DEFAULT_STEPS * batch_size / max(num_samples, 1)), 3, 40))
 
@@ -153,6 +154,45 @@ def should_stop_early(history: TrainingHistory, budget: int, present: np.ndarray
             and classes_learned(history.dense("dice", first=finished - 1), present))
 
 
+GAIN_WINDOW = STABILITY_WINDOW  # epochs averaged on each side of the segmenter's gain
+MIN_GAIN = 0.005                # training Dice gain per window that keeps a default budget going
+EXTENSION_LIMIT = 1.5           # a default budget grows at most to this multiple of itself
+
+
+def segmenter_gain(history: TrainingHistory, present: np.ndarray | None = None) -> float | None:
+    """How much the segmenter's training soft Dice rose: the mean over classes of the median Dice of
+    the masks that contain the class (see classes_learned), averaged over the last GAIN_WINDOW
+    epochs, minus the same over the GAIN_WINDOW epochs before them; None until 2 * GAIN_WINDOW
+    epochs exist. present: (N, K) bool or None (all)."""
+    if len(history) < 2 * GAIN_WINDOW:
+        return None
+    dice = history.dense("dice", first=len(history) - 2 * GAIN_WINDOW).astype(np.float64)  # (2W, N, K)
+    if present is not None:
+        dice = np.where(present[None], dice, np.nan)
+    judged = np.isfinite(dice).any(axis=(0, 1))  # classes some drawn mask contains
+    if not judged.any():
+        return None
+    with warnings.catch_warnings():  # a class no mask of an epoch contains has no median there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_epoch = np.nanmean(np.nanmedian(dice[:, :, judged], axis=1), axis=1)  # (2W,)
+    gain = np.mean(per_epoch[GAIN_WINDOW:]) - np.mean(per_epoch[:GAIN_WINDOW])
+    return float(gain) if np.isfinite(gain) else None
+
+
+def epochs_after(history: TrainingHistory, epochs: int, limit: int, present: np.ndarray | None = None) -> int:
+    """The epochs a run with ``len(history)`` finished should last: ``epochs`` until they are spent,
+    then one more at a time while the segmenter still gains MIN_GAIN per window, up to ``limit``.
+
+    A default budget is about 1000 optimizer steps; where the segmenter is still learning when they
+    are spent (DDTI's ultrasound), a longer run finds more bad masks (docs/BENCHMARKS.md, 0.0).
+    """
+    finished = len(history)
+    if finished < epochs or finished >= limit:
+        return max(epochs, min(finished, limit))
+    gain = segmenter_gain(history, present)
+    return finished + 1 if gain is not None and gain >= MIN_GAIN else finished
+
+
 def classes_present(masks: np.ndarray, chunk: int = 256) -> np.ndarray:
     """(N, K) bool: whether each mask of (N, K, S, S) contains each class, read in chunks of rows
     (a memory-mapped cache leaves none of its pages resident, see maskaudit.pages)."""
@@ -172,7 +212,7 @@ class TrainResult:
     config: TrainConfig
     history: TrainingHistory | None = None
     seconds: float = 0.0
-    epoch_budget: int = 0        # epochs the run was allowed; more than E when it stopped early
+    epoch_budget: int = 0        # epochs the run was given: more than E after an early stop, fewer if it grew
 
     @property
     def history_loss(self) -> np.ndarray:
@@ -380,6 +420,10 @@ def train(
 ) -> TrainResult:
     """Train the U-Net and the QAM jointly on ``data``, checkpointing to ``out_dir/model.pt`` each epoch.
 
+    ``config.epochs`` fixes the number of epochs (early stopping may end sooner); without it the
+    default budget stops early once the ranking is stable, or grows past its end while the
+    segmenter's training Dice still rises (epochs_after), up to EXTENSION_LIMIT times.
+
     With ``resume`` the run continues from that checkpoint, which must come from the same options.
     Under torchrun (``group.active``) both networks are wrapped in DistributedDataParallel, each
     process trains on its own share of every epoch's mini-batches (the QAM softmax stays per local
@@ -401,8 +445,12 @@ def train(
     # global batch is batch_size, or 8 x world_size when that is larger. The default budget counts
     # optimizer steps of that global batch, so it is the same number of steps on any number of processes.
     local_batch_size = max(8, config.batch_size // group.world_size)
-    epochs = config.epochs or (sampler.epochs if sampler is not None
+    budget = config.epochs or (sampler.epochs if sampler is not None
                                else default_epochs(num_samples, local_batch_size * group.world_size))
+    # a default budget over whole epochs may grow while the segmenter still learns (epochs_after)
+    adaptive = config.early_stop and config.epochs is None and sampler is None
+    limit = math.ceil(EXTENSION_LIMIT * budget) if adaptive else budget
+    epochs = budget
     unet, qam = build_models(image_channels, num_classes, multilabel=multilabel, config=config)
     unet.to(device)
     parameters = list(unet.parameters())
@@ -415,7 +463,7 @@ def train(
     slices_per_epoch = None if sampler is None else sampler.draws  # None: every sample in every epoch
     first_epoch, averaged_state = 0, None
     if resume:
-        first_epoch, averaged_state = _restore(checkpoint_path, config, unet, qam, optimizer, history, epochs=epochs,
+        first_epoch, averaged_state = _restore(checkpoint_path, config, unet, qam, optimizer, history, epochs=limit,
                                                classes=tuple(data.index.classes), slices_per_epoch=slices_per_epoch)
 
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
@@ -443,12 +491,15 @@ def train(
     present = classes_present(data.masks) if config.early_stop else None
     families = critic_families(config.critic_holdout)
     finished = first_epoch
-    if config.early_stop and should_stop_early(history, epochs, present):
+    if config.early_stop and should_stop_early(history, budget, present):
         first_epoch = epochs  # a resumed run that had already stopped early: nothing left to train
+    elif adaptive:
+        epochs = epochs_after(history, budget, limit, present)  # a resumed run past its budget
     stored_format = mask_format_of(data.index).as_dict() if checkpoint_path is not None and group.is_main else None
-    bar = tqdm(range(first_epoch, epochs), desc="train", unit="epoch", disable=not (progress and group.is_main),
-               initial=first_epoch, total=epochs)
-    for epoch in bar:
+    bar = tqdm(desc="train", unit="epoch", disable=not (progress and group.is_main), initial=first_epoch, total=epochs)
+    epoch = first_epoch - 1
+    while epoch + 1 < epochs:
+        epoch += 1
         unet.train()
         if qam is not None:
             qam.train()
@@ -507,7 +558,11 @@ def train(
             average_weights(average_qam, qam_module, first=epoch == 0, decay=config.weight_average)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", low_q_weight=f"{np.mean(low_quarter_shares):.2f}")
         finished = epoch + 1
-        stop = config.early_stop and should_stop_early(history, epochs, present)
+        stop = config.early_stop and should_stop_early(history, budget, present)
+        if adaptive and not stop:
+            epochs = epochs_after(history, budget, limit, present)
+            bar.total = epochs
+        bar.update(1)
         if stop or finished == epochs:  # the final network: BatchNorm statistics for its own weights, then saved
             recalibrate_batchnorm(average_unet, data.images, data.masks, batch_size=max(config.batch_size, 16),
                                   device=device)
@@ -541,7 +596,7 @@ def train(
         unet=unet,
         qam=qam,
         config=dataclasses.replace(config, epochs=finished),
-        epoch_budget=epochs,
+        epoch_budget=budget,
         history=history,
         seconds=time.perf_counter() - started,
     )

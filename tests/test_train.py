@@ -22,8 +22,10 @@ from maskaudit.train import (
     classes_present,
     critic_positions,
     epoch_batches,
+    epochs_after,
     per_sample_loss,
     ranking_stability,
+    segmenter_gain,
     should_stop_early,
     train,
     weighted_loss,
@@ -243,6 +245,48 @@ def test_training_stops_when_the_rule_says_so_and_resume_does_not_train_further(
     full = train(data, small_config(epochs=12, early_stop=False))
     assert full.history_loss.shape[0] == 12
     np.testing.assert_array_equal(full.history_loss[:6], result.history_loss)
+
+
+def rising_history(gains: list[float], samples: int = 12) -> TrainingHistory:
+    """A history whose every sample's training Dice follows 0.5 + the running sum of ``gains``."""
+    dice = 0.5 + np.cumsum(gains)[:, None, None] * np.ones((1, samples, 2))
+    return history_of(np.tile(np.arange(samples, dtype=float), (len(gains), 1)), dice)
+
+
+def test_a_default_budget_grows_only_while_the_segmenter_gains_and_up_to_its_limit():
+    still_learning = rising_history([0.01] * 8)  # +0.03 per window of 3 epochs
+    assert segmenter_gain(still_learning) == pytest.approx(0.03)
+    assert epochs_after(still_learning, epochs=8, limit=12) == 9   # spent, still learning: one more
+    assert epochs_after(still_learning, epochs=10, limit=15) == 10  # not spent yet
+    assert epochs_after(rising_history([0.01] * 12), epochs=8, limit=12) == 12  # the limit
+    settled = rising_history([0.01] * 5 + [0.0005] * 6)  # +0.0015 per window
+    assert epochs_after(settled, epochs=8, limit=12) == 11  # ends where it is
+    assert segmenter_gain(rising_history([0.01] * 5)) is None  # fewer than two windows
+    # only the masks that contain a class judge it: an absent class whose Dice stays 0 changes nothing
+    present = np.ones((12, 2), bool)
+    present[:, 1] = False
+    flat_second = rising_history([0.01] * 8)
+    for _, values in flat_second.epochs:
+        values["dice"][:, 1] = 0.0
+    assert segmenter_gain(flat_second, present) == pytest.approx(0.03)
+
+
+def test_a_default_budget_grows_in_training_and_resume_does_not_train_further(tmp_path, monkeypatch):
+    import maskaudit.train as train_module
+
+    monkeypatch.setattr(train_module, "default_epochs", lambda *args: 4)
+    monkeypatch.setattr(train_module, "MIN_GAIN", -1.0)  # every window counts as a gain
+    monkeypatch.setattr(train_module, "GAIN_WINDOW", 1)
+    data, _ = tiny_data(16)
+    result = train(data, small_config(epochs=None), out_dir=tmp_path)
+    assert result.epoch_budget == 4 and result.config.epochs == 6 and len(result.history) == 6  # 1.5 x 4
+    resumed = train(data, small_config(epochs=None), out_dir=tmp_path, resume=True)
+    assert resumed.config.epochs == 6
+    for mine, theirs in zip(resumed.unet.state_dict().values(), result.unet.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    monkeypatch.setattr(train_module, "MIN_GAIN", 1.0)  # no window gains that much: the budget as it is
+    assert train(data, small_config(epochs=None)).config.epochs == 4
+    assert train(data, small_config(epochs=4)).config.epochs == 4  # a given number of epochs never grows
 
 
 def test_the_result_is_the_average_of_the_epoch_end_weights(tmp_path):
