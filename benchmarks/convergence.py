@@ -40,8 +40,8 @@ def corrupted_copy(name: str, runs: Path, fraction: float, seed: int) -> tuple[P
     return root, read_truth(root / "truth.csv")
 
 
-def snapshot_detection(data, config, unet, qam, history, epoch, truth) -> dict:
-    """AUROC / AP of quality_score computed from the networks as they are after ``epoch``."""
+def snapshot_detection(data, config, unet, qam, history, truth) -> dict:
+    """AUROC / AP of quality_score computed from the networks as they are after the epochs in ``history``."""
     unet, qam = copy.deepcopy(unet).eval(), (copy.deepcopy(qam).eval() if qam is not None else None)
     result = TrainResult(unet=unet, qam=qam, config=config, history=history)
     signals = compute_signals(data, result)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                "stability": ranking_stability(history.dense("loss")),
                "classes_learned": classes_learned(history.dense("dice"))}
         if (epoch + 1) % args.every == 0 or epoch + 1 == epochs:
-            row.update(snapshot_detection(data, config, unet, qam, history, epoch, truth))
+            row.update(snapshot_detection(data, config, unet, qam, history, truth))
         rows.append(row)
         print(json.dumps(row), flush=True)
         clock["mark"] = time.perf_counter()

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"segmenter median Dice {check['segmenter_median_dice']}")
             if args.critic_holdout:
                 print(f"held out of the critic's training and the probes: {', '.join(args.critic_holdout)}")
-            print(f"maskaudit trained {outcome['epochs']} of {outcome['epoch_budget']} epochs.")
+            print(f"maskaudit trained {outcome['epochs']} epochs; its budget was {outcome['epoch_budget']} "
+                  "(fewer: the early stop; more: the segmenter was still learning).")
             print(f"maskaudit stage seconds: {json.dumps({k: round(v, 1) for k, v in outcome['stage_seconds'].items()})}")
             sys.stdout.flush()
     if args.json:

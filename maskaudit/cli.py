@@ -90,7 +90,7 @@ def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | s
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Most training epochs. Default: about 1,000 optimizer steps, at least 3 and at most 40 epochs, "
-                   "extended up to 1.5x while the segmenter's training Dice still rises.")
+                   "extended up to 1.5x while the segmenter's training Dice still rises (budgets of 6 epochs or more).")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True,
               help="Stop before --epochs once every class is learned and the ranking by training loss is stable; "
                    "without it the default budget is run exactly, never extended.")

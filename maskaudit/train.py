@@ -179,16 +179,18 @@ def segmenter_gain(history: TrainingHistory, present: np.ndarray | None = None) 
     return float(gain) if np.isfinite(gain) else None
 
 
-def epochs_after(history: TrainingHistory, epochs: int, limit: int, present: np.ndarray | None = None) -> int:
-    """The epochs a run with ``len(history)`` finished should last: ``epochs`` until they are spent,
+def epochs_after(history: TrainingHistory, budget: int, limit: int, present: np.ndarray | None = None) -> int:
+    """The epochs a run with ``len(history)`` finished should last: ``budget`` until it is spent,
     then one more at a time while the segmenter still gains MIN_GAIN per window, up to ``limit``.
 
     A default budget is about 1000 optimizer steps; where the segmenter is still learning when they
     are spent (DDTI's ultrasound), a longer run finds more bad masks (docs/BENCHMARKS.md, 0.0).
+    The gain needs 2 * GAIN_WINDOW epochs, so budgets shorter than that (datasets of more than
+    about 1,600 samples at batch 8) never grow.
     """
     finished = len(history)
-    if finished < epochs or finished >= limit:
-        return max(epochs, min(finished, limit))
+    if finished < budget or finished >= limit:
+        return max(budget, min(finished, limit))
     gain = segmenter_gain(history, present)
     return finished + 1 if gain is not None and gain >= MIN_GAIN else finished
 
@@ -217,22 +219,27 @@ class TrainResult:
     @property
     def history_loss(self) -> np.ndarray:
         """(E, N) per-sample loss L_i seen in training."""
-        return self.history.dense("loss")
+        return self._table("loss")
 
     @property
     def history_t(self) -> np.ndarray:
         """(E, N) raw QAM score t_i (0 in baseline mode)."""
-        return self.history.dense("t")
+        return self._table("t")
 
     @property
     def history_weight(self) -> np.ndarray:
         """(E, N) batch weight w_i times the batch size (1 = an average sample)."""
-        return self.history.dense("weight")
+        return self._table("weight")
 
     @property
     def history_dice(self) -> np.ndarray:
         """(E, N, K) soft Dice of the training prediction against the given mask."""
-        return self.history.dense("dice")
+        return self._table("dice")
+
+    def _table(self, key: str) -> np.ndarray:
+        if self.history is None:
+            raise ValueError("this TrainResult was made from saved networks, without a training history")
+        return self.history.dense(key)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -562,7 +569,6 @@ def train(
         if adaptive and not stop:
             epochs = epochs_after(history, budget, limit, present)
             bar.total = epochs
-        bar.update(1)
         if stop or finished == epochs:  # the final network: BatchNorm statistics for its own weights, then saved
             recalibrate_batchnorm(average_unet, data.images, data.masks, batch_size=max(config.batch_size, 16),
                                   device=device)
@@ -583,6 +589,7 @@ def train(
             )
         if on_epoch_end is not None:
             on_epoch_end(epoch, average_unet, average_qam, history)
+        bar.update(1)
         if stop:
             bar.set_description("train (ranking stable: stopped early)")
             break  # every process sees the same summed history, so all stop together
@@ -673,6 +680,11 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history: TrainingHis
                 f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "
                 "rerun with the same options, or with --overwrite instead of --resume to start again"
             )
+        if "samples" not in state["histories"]:
+            raise CheckpointError(
+                f"{checkpoint_path} was written by an older maskaudit, whose training histories cannot be "
+                "resumed; start again with --overwrite instead of --resume"
+            )
         saved = TrainingHistory.from_state(state["histories"])
         if tuple(state["classes"]) != classes or saved.num_samples != history.num_samples:
             raise CheckpointError(
@@ -686,11 +698,12 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history: TrainingHis
         optimizer.load_state_dict(state["optimizer"])
         finished = int(state["epoch"])
         if finished > epochs:
+            allowed = f"--epochs {epochs}" if config.epochs else f"this run's {epochs} epochs"
             raise CheckpointError(
-                f"{checkpoint_path} has already trained {finished} epochs, more than --epochs "
-                f"{epochs}; rerun with --epochs {finished} or more, or with --overwrite"
+                f"{checkpoint_path} has already trained {finished} epochs, more than {allowed}; "
+                f"rerun with --epochs {finished} or more, or with --overwrite"
             )
-        history.epochs[:] = saved.epochs[:finished]
+        history.records[:] = saved.records[:finished]
         averaged_state = {"unet": state["unet"], "qam": state["qam"]}
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

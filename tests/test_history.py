@@ -36,7 +36,7 @@ def test_a_sampled_epoch_holds_its_drawn_rows_only():
     history = TrainingHistory(num_samples=100_000, num_classes=3)
     for _ in range(5):
         history.record(rng.choice(100_000, 64, replace=False), epoch_values(np.arange(64), rng, classes=3))
-    held = sum(rows.nbytes + sum(value.nbytes for value in values.values()) for rows, values in history.epochs)
+    held = sum(rows.nbytes + sum(value.nbytes for value in values.values()) for rows, values in history.records)
     assert held == 5 * 64 * (8 + 4 * 3 + 4 * 3)  # rows int64, three scalars and three Dice in float32
 
 

@@ -114,7 +114,7 @@ def test_training_with_a_sampler_records_only_the_drawn_slices(sliced):
         for history in (result.history_loss[epoch], result.history_t[epoch], result.history_weight[epoch]):
             assert np.isfinite(history[drawn]).all() and np.isnan(history[~drawn]).all()
         assert np.isnan(result.history_dice[epoch][~drawn]).all()
-        np.testing.assert_array_equal(result.history.epochs[epoch][0], np.flatnonzero(drawn))  # nothing else kept
+        np.testing.assert_array_equal(result.history.records[epoch][0], np.flatnonzero(drawn))  # nothing else kept
     assert result.epoch_budget == 2
 
 

@@ -256,17 +256,17 @@ def rising_history(gains: list[float], samples: int = 12) -> TrainingHistory:
 def test_a_default_budget_grows_only_while_the_segmenter_gains_and_up_to_its_limit():
     still_learning = rising_history([0.01] * 8)  # +0.03 per window of 3 epochs
     assert segmenter_gain(still_learning) == pytest.approx(0.03)
-    assert epochs_after(still_learning, epochs=8, limit=12) == 9   # spent, still learning: one more
-    assert epochs_after(still_learning, epochs=10, limit=15) == 10  # not spent yet
-    assert epochs_after(rising_history([0.01] * 12), epochs=8, limit=12) == 12  # the limit
+    assert epochs_after(still_learning, budget=8, limit=12) == 9   # spent, still learning: one more
+    assert epochs_after(still_learning, budget=10, limit=15) == 10  # not spent yet
+    assert epochs_after(rising_history([0.01] * 12), budget=8, limit=12) == 12  # the limit
     settled = rising_history([0.01] * 5 + [0.0005] * 6)  # +0.0015 per window
-    assert epochs_after(settled, epochs=8, limit=12) == 11  # ends where it is
+    assert epochs_after(settled, budget=8, limit=12) == 11  # ends where it is
     assert segmenter_gain(rising_history([0.01] * 5)) is None  # fewer than two windows
     # only the masks that contain a class judge it: an absent class whose Dice stays 0 changes nothing
     present = np.ones((12, 2), bool)
     present[:, 1] = False
     flat_second = rising_history([0.01] * 8)
-    for _, values in flat_second.epochs:
+    for _, values in flat_second.records:
         values["dice"][:, 1] = 0.0
     assert segmenter_gain(flat_second, present) == pytest.approx(0.03)
 
@@ -283,6 +283,19 @@ def test_a_default_budget_grows_in_training_and_resume_does_not_train_further(tm
     resumed = train(data, small_config(epochs=None), out_dir=tmp_path, resume=True)
     assert resumed.config.epochs == 6
     for mine, theirs in zip(resumed.unet.state_dict().values(), result.unet.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    interrupted = tmp_path / "interrupted"  # stopped inside the extension (5 of 6 epochs), then resumed
+
+    def ctrl_c_after_five(epoch, unet, qam, history):
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, small_config(epochs=None), out_dir=interrupted, on_epoch_end=ctrl_c_after_five)
+    continued = train(data, small_config(epochs=None), out_dir=interrupted, resume=True)
+    assert continued.config.epochs == 6
+    np.testing.assert_array_equal(continued.history_loss, result.history_loss)
+    for mine, theirs in zip(continued.unet.state_dict().values(), result.unet.state_dict().values()):
         assert torch.equal(mine, theirs)
     monkeypatch.setattr(train_module, "MIN_GAIN", 1.0)  # no window gains that much: the budget as it is
     assert train(data, small_config(epochs=None)).config.epochs == 4
@@ -316,6 +329,17 @@ def test_a_checkpoint_without_training_networks_is_refused_for_resume(tmp_path):
     del state["training_networks"]
     torch.save(state, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(CheckpointError, match="does not fit this run"):
+        train(data, small_config(epochs=2), out_dir=tmp_path, resume=True)
+
+
+def test_a_checkpoint_with_dense_histories_is_refused_for_resume_in_one_line(tmp_path):
+    # before maskaudit.history, checkpoints held (E, N) tables per key
+    data, _ = tiny_data(16)
+    result = train(data, small_config(epochs=1), out_dir=tmp_path)
+    state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    state["histories"] = {"loss": torch.from_numpy(result.history_loss), "dice": torch.from_numpy(result.history_dice)}
+    torch.save(state, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="older maskaudit.*--overwrite"):
         train(data, small_config(epochs=2), out_dir=tmp_path, resume=True)
 
 
