@@ -125,7 +125,7 @@ _MEMORY_WATCH = (
     "    while True:\n"
     "        fields = dict(line.split(':', 1) for line in open('/proc/self/status') if ':' in line)\n"
     "        kib = lambda name: int(fields.get(name, '0 kB').split()[0])\n"
-    "        timeline.append((time.perf_counter() - start, kib('VmRSS'), kib('RssAnon'), kib('RssFile')))\n"
+    "        timeline.append((time.perf_counter() - start, kib('VmRSS'), kib('RssAnon'), kib('RssFile'), kib('VmHWM')))\n"
     "        time.sleep(0.5)\n"
     "threading.Thread(target=watch, daemon=True).start()\n"
 )
@@ -153,7 +153,7 @@ def run_scan(dataset: Path, out: Path, options: list[str]) -> dict:
         raise SystemExit(f"scan failed:\n{completed.stderr[-3000:]}")
     measured = json.loads(completed.stderr.strip().splitlines()[-1])
     run = json.loads((out / "run.json").read_text())
-    timeline = np.asarray(measured.pop("timeline"), float).reshape(-1, 4)
+    timeline = np.asarray(measured.pop("timeline"), float).reshape(-1, 5)
     return {**measured, "stage_seconds": run["stage_seconds"], "epochs": run["options"]["epochs"],
             "slices": run["dataset"]["num_samples"], "cases": run["dataset"].get("num_cases"),
             "stage_peak_mib": stage_peaks(timeline, run["stage_seconds"], offset=measured["wall"]
@@ -161,14 +161,16 @@ def run_scan(dataset: Path, out: Path, options: list[str]) -> dict:
 
 
 def stage_peaks(timeline: np.ndarray, stage_seconds: dict[str, float], *, offset: float) -> dict[str, dict]:
-    """{stage: {rss, anon, file}} peak MiB within each stage of a (T, 4) timeline (seconds, VmRSS,
-    RssAnon, RssFile in KiB); the stages follow each other from ``offset`` s (start-up before them)."""
+    """{stage: {rss, anon, file, hwm}} MiB within each stage of a (T, 5) timeline (seconds, VmRSS,
+    RssAnon, RssFile, VmHWM in KiB): the sampled peaks, and the high-water mark (the peak RSS so far)
+    at the stage's last sample, which also catches a peak shorter than the 0.5 s between samples.
+    The stages follow each other from ``offset`` s (start-up before them)."""
     peaks, begin = {}, offset
     for stage, seconds in stage_seconds.items():
         inside = timeline[(timeline[:, 0] >= begin) & (timeline[:, 0] <= begin + seconds)]
         if len(inside):
             peaks[stage] = {name: round(float(inside[:, column].max()) / 1024)
-                            for column, name in ((1, "rss"), (2, "anon"), (3, "file"))}
+                            for column, name in ((1, "rss"), (2, "anon"), (3, "file"), (4, "hwm"))}
         begin += seconds
     return peaks
 
