@@ -504,20 +504,21 @@ def train(
         epochs = epochs_after(history, budget, limit, present)  # a resumed run past its budget
     stored_format = mask_format_of(data.index).as_dict() if checkpoint_path is not None and group.is_main else None
     bar = tqdm(desc="train", unit="epoch", disable=not (progress and group.is_main), initial=first_epoch, total=epochs)
-    epoch = first_epoch - 1
-    while epoch + 1 < epochs:
-        epoch += 1
+    epoch = first_epoch
+    while epoch < epochs:  # ``epochs`` may grow at an epoch's end (epochs_after)
         unet.train()
         if qam is not None:
             qam.train()
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         critic_rng = np.random.default_rng([config.seed, epoch, group.rank])
         losses, low_quarter_shares = [], []
-        seen = {key: np.zeros((num_samples, num_classes) if key == "dice" else num_samples, np.float32)
-                for key in HISTORY_KEYS}  # this process's rows; the others stay 0 for the sum across processes
         batches = (epoch_batches(num_samples, local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size)
                    if sampler is None else
                    sampler.epoch_batches(local_batch_size, seed=config.seed, epoch=epoch, parts=group.world_size))
+        drawn = np.unique(np.concatenate(batches))  # the same in every process
+        # what this process measures, one row per drawn sample; the others' rows stay 0 for the sum across processes
+        seen = {key: np.zeros((len(drawn), num_classes) if key == "dice" else len(drawn), np.float32)
+                for key in HISTORY_KEYS}
         for rows, images, masks in iterate_batches(data.images, data.masks, batches[group.rank :: group.world_size],
                                                    workers=workers, device=device):
             if data.void is not None:  # void rides along as a last channel so that it is warped with the masks
@@ -549,16 +550,15 @@ def train(
             scaler.step(optimizer)
             scaler.update()
 
-            seen["loss"][rows] = loss_i.detach().cpu().numpy()
-            seen["t"][rows] = t.detach().float().cpu().numpy()
-            seen["weight"][rows] = weights.detach().cpu().numpy() * len(rows)
-            seen["dice"][rows] = dice_i.detach().cpu().numpy()
+            positions = np.searchsorted(drawn, rows)
+            seen["loss"][positions] = loss_i.detach().cpu().numpy()
+            seen["t"][positions] = t.detach().float().cpu().numpy()
+            seen["weight"][positions] = weights.detach().cpu().numpy() * len(rows)
+            seen["dice"][positions] = dice_i.detach().cpu().numpy()
             losses.append(loss.item())
             low_quarter_shares.append(_low_quarter_share(t.detach(), weights.detach()))
-        drawn = np.unique(np.concatenate(batches))
         # every drawn sample is seen by exactly one process each epoch; the others were not measured
-        history.record(drawn, {key: sum_across(values, group)[drawn] for key, values in seen.items()})
-        del seen
+        history.record(drawn, {key: sum_across(values, group) for key, values in seen.items()})
         broadcast_buffers(unet_module, group)  # the same BatchNorm statistics in every process's average
         average_weights(average_unet, unet_module, first=epoch == 0, decay=config.weight_average)
         if qam is not None:
@@ -593,6 +593,7 @@ def train(
         if stop:
             bar.set_description("train (ranking stable: stopped early)")
             break  # every process sees the same summed history, so all stop together
+        epoch += 1
     bar.close()
     history.truncate(finished)
     unet, qam = average_unet, average_qam
