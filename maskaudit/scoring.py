@@ -139,6 +139,7 @@ def mask_evidence(signals: "Signals", priors, class_scales: dict, *, own: np.nda
         "pixel_softmin": -signals.softmin,
         "boundary": np.log1p(signals.boundary.max(axis=1)),
         "critic": -signals.qam_score,
+        "critic_prefers_prediction": signals.qam_prediction - signals.qam_score,
         "oversize": worst_class(signals.size_ratio, class_scales["size_ratio"]),
         "undersize": worst_class(signals.size_ratio, class_scales["size_ratio"], direction=-1.0),
         **{name: worst_class(getattr(signals, name), class_scales[name]) for name in (*IMAGE_EVIDENCE, *RIM_EVIDENCE)},

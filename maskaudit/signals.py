@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .critic import corrupt_batch, critic_families
 from .evidence.image import image_evidence
 from .evidence.segmenter import segmenter_evidence
-from .inference import run_networks
+from .inference import predicted_masks, run_networks
 from .metrics import shape_descriptors
 from .pages import release_pages, return_freed_memory
 from .void import fill_void_batch
@@ -45,6 +45,7 @@ class Signals:
     size_ratio: np.ndarray      # (N, K) log((given area + 1) / (predicted area + 1)) per class
     rim_disagreement: np.ndarray  # (N, K) prediction vs mask on the rims either side of the outline, NaN where empty
     qam_score: np.ndarray       # (N,) raw QAM score t of the final model: the label critic
+    qam_prediction: np.ndarray  # (N,) the critic's t of the segmenter's own mask for the image (a probe's: the same)
     qam_features: np.ndarray    # (N, G) pooled QAM penultimate features (G = 0 for probes)
     bottleneck: np.ndarray      # (N, F) pooled U-Net bottleneck features (F = 0 for probes)
     shape: np.ndarray           # (N, K * D) shape descriptors of the given masks
@@ -105,13 +106,20 @@ def compute_signals(
         filled = fill_void_batch(given, valid)  # what the image evidence and the shapes read
         parts = _mask_signals(batch_images, given, filled, out.probabilities, out.qam_score, multilabel=multilabel,
                               valid=valid, pixel_mm=pixel_mm)
-        given_rows.put(out.start, parts | {"qam_features": out.qam_features, "bottleneck": out.bottleneck})
+        # the critic's t of the segmenter's mask, read like a given mask (void pixels as background)
+        predicted = predicted_masks(out.probabilities, multilabel=multilabel)
+        if valid is not None:
+            predicted &= valid[:, None]
+        t_prediction = _critic_scores(result.qam, batch_images, predicted, device=device)
+        given_rows.put(out.start, parts | {"qam_prediction": t_prediction, "qam_features": out.qam_features,
+                                           "bottleneck": out.bottleneck})
         rng = np.random.default_rng([seed, rows.start + out.start])  # the same probes in any process split
         # probes corrupt the masks as given, which the critic reads (void pixels as background, as in training)
         corrupted, _ = corrupt_batch(given, rng, families=families, classes=data.index.classes, strength="probe")
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
         probe_rows.put(out.start, _mask_signals(batch_images, corrupted, fill_void_batch(corrupted, valid),
-                                                out.probabilities, t, multilabel=multilabel, valid=valid))
+                                                out.probabilities, t, multilabel=multilabel, valid=valid)
+                       | {"qam_prediction": t_prediction})
         release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
         if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
             release_pages(*given_rows.arrays.values(), *probe_rows.arrays.values())  # written so far (a flush)

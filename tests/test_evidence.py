@@ -1,7 +1,10 @@
 """Evidence families on tiny images where the answer is known."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from skimage.draw import disk as draw_disk
 
 from maskaudit.corruptions import dilate
@@ -217,3 +220,48 @@ def test_the_rims_of_a_dilated_or_eroded_mask_disagree_with_the_prediction():
     outer_void = ~mask & dilate(mask, 4)  # the correct mask's outer rim void: only its inner rim counts
     with_void = rim_disagreement(probabilities, masks, valid=np.stack([~outer_void] * 3))
     assert with_void[0, 0] == pytest.approx(0.05, abs=0.01)
+
+
+class _ThresholdSegmenter(torch.nn.Module):
+    """A segmenter that finds the bright disk exactly: logits (B, 1, S, S) of image > 0.47, no bottleneck."""
+
+    def forward(self, images):
+        return 40.0 * (images[:, :1] - 0.47), torch.zeros(len(images), 2)
+
+
+class _MismatchCritic(torch.nn.Module):
+    """A critic that knows what fits: t = -(share of pixels where the mask differs from image > 0.47)."""
+
+    def forward(self, images, masks):
+        mismatch = ((images[:, :1] > 0.47).float() - masks[:, :1]).abs().mean(dim=(1, 2, 3))
+        return -mismatch, torch.zeros(len(images), 2)
+
+
+def test_the_critic_prefers_the_segmenters_mask_to_a_shifted_one():
+    """critic_prefers_prediction = t(the segmenter's mask) - t(the given mask): ~0 where the given mask is
+    as good as the prediction, large where the critic finds the segmenter's mask fits the image better."""
+    from maskaudit.dataset import DatasetIndex, Sample
+    from maskaudit.prepare import PreparedData
+    from maskaudit.scoring import quality_scores
+    from maskaudit.signals import compute_signals
+    from maskaudit.train import TrainConfig, TrainResult
+
+    images, masks = zip(*(disk_sample(radius=8 + i % 5, centre=(24 + i % 7, 30 + i % 5), seed=i) for i in range(16)))
+    images, masks = np.stack(images), np.stack(masks)[:, None]
+    shifted = [3, 11]
+    masks[shifted] = np.roll(masks[shifted], 9, axis=-1)
+    index = DatasetIndex(root=Path("/nonexistent"), layout="B", classes=("disk",), skipped=(), mask_suffix="",
+                         samples=tuple(Sample(f"s{i:02d}", Path(f"s{i:02d}.png"), ()) for i in range(16)))
+    data = PreparedData(index, images, masks.astype(np.uint8), np.full((16, 2), 64, np.int64), 64)
+    result = TrainResult(unet=_ThresholdSegmenter(), qam=_MismatchCritic(), config=TrainConfig(size=64))
+    signals = compute_signals(data, result, batch_size=5)
+
+    predicted = (images[:, :1] / 255.0 > 0.47)
+    expected = -np.abs(predicted.astype(float) - (images[:, :1] / 255.0 > 0.47)).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(signals.qam_prediction, expected, atol=1e-6)      # the prediction fits: t = 0
+    np.testing.assert_allclose(signals.probes.qam_prediction, signals.qam_prediction)  # a probe's image is the same
+    evidence = quality_scores(signals).evidence
+    preference = evidence["critic_prefers_prediction"]
+    np.testing.assert_allclose(preference, signals.qam_prediction - signals.qam_score, atol=1e-6)
+    assert set(np.argsort(preference)[-2:]) == set(shifted)
+    assert preference[shifted].min() > 0.02 > np.delete(preference, shifted).max()
