@@ -106,10 +106,9 @@ def compute_signals(
         filled = fill_void_batch(given, valid)  # what the image evidence and the shapes read
         parts = _mask_signals(batch_images, given, filled, out.probabilities, out.qam_score, multilabel=multilabel,
                               valid=valid, pixel_mm=pixel_mm)
-        # the critic's t of the segmenter's mask, read like a given mask (void pixels as background)
+        # the critic's t of the segmenter's whole mask: cut by the void pixels, which follow the given
+        # outline, a bad mask's band would carve its own shape into the prediction
         predicted = predicted_masks(out.probabilities, multilabel=multilabel)
-        if valid is not None:
-            predicted &= valid[:, None]
         t_prediction = _critic_scores(result.qam, batch_images, predicted, device=device)
         given_rows.put(out.start, parts | {"qam_prediction": t_prediction, "qam_features": out.qam_features,
                                            "bottleneck": out.bottleneck})

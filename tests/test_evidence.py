@@ -265,3 +265,13 @@ def test_the_critic_prefers_the_segmenters_mask_to_a_shifted_one():
     np.testing.assert_allclose(preference, signals.qam_prediction - signals.qam_score, atol=1e-6)
     assert set(np.argsort(preference)[-2:]) == set(shifted)
     assert preference[shifted].min() > 0.02 > np.delete(preference, shifted).max()
+
+    # a VOC-style void band along the given outlines: the critic judges the segmenter's whole mask, never
+    # one carved by the band of a (possibly wrong) given outline
+    outline = np.stack([dilate(m[0], 1) & ~(~dilate(~m[0], 1)) for m in masks.astype(bool)])
+    banded = PreparedData(index, images, masks.astype(np.uint8), np.full((16, 2), 64, np.int64), 64,
+                          void=outline.astype(np.uint8))
+    with_void = compute_signals(banded, result, batch_size=5)
+    np.testing.assert_allclose(with_void.qam_prediction, signals.qam_prediction)
+    preference = quality_scores(with_void).evidence["critic_prefers_prediction"]
+    assert set(np.argsort(preference)[-2:]) == set(shifted)
