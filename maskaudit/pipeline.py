@@ -29,7 +29,7 @@ from .signals import compute_signals, concatenate_signals, release_signals
 from .suggestion import class_priors, suggest_masks
 from .train import CHECKPOINT_NAME, TrainConfig, TrainResult, train
 from .visuals import predict_probabilities, predict_samples
-from .pages import LazyColumn, read_chunks, return_freed_memory, write_npz
+from .pages import LazyColumn, read_chunks, release_pages, return_freed_memory, write_npz
 
 # Files whose presence means the directory already holds a run's results.
 RESULT_FILES = ("scores.csv", "run.json", "report.html", CHECKPOINT_NAME)
@@ -163,11 +163,12 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         return ScanResult(rows=[], out_dir=out_dir, stage_seconds=seconds)
 
     clusters = cluster_features((signals.qam_features, signals.bottleneck, signals.shape), seed=config.train.seed)
-    scores = quality_scores(signals, seed=config.train.seed)
+    scores = quality_scores(signals, seed=config.train.seed, store=store)  # its evidence beside the signals
     _require_finite("scores", {"quality_score": scores.quality})
     check = self_check(scores, signals)
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
     release_signals(signals)  # the pages of cache/signals that scoring read
+    release_pages(*scores.evidence.values())  # and those of the evidence that features.npz read
     return_freed_memory()  # what scoring and clustering freed, before the export allocates its own
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 

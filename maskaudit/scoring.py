@@ -15,6 +15,7 @@ Shape key: N samples, K classes, E epochs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 from .evidence.fusion import Fusion, bad_share, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 from .evidence.scaling import fit_class_scale, worst_class
+from .pages import release_pages
 from .signals import release_signals, take_rows
 
 if TYPE_CHECKING:
@@ -167,12 +169,14 @@ class Scores:
         return bool(self.bad_share < CLEAN_BAD_SHARE)
 
 
-def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
+def quality_scores(signals: "Signals", *, seed: int = 0, store: Path | None = None) -> Scores:
     """Score every sample: evidence per feature for the given masks and their probes, the learned
     fusion of them, and quality_score. ``signals.probes`` must be set (compute_signals sets it).
 
     With more than FIT_ROWS samples, the priors, scales and fusion are learned from FIT_ROWS of them
-    (:func:`reference_rows`) and their probes, and every sample is then scored chunk by chunk."""
+    (:func:`reference_rows`) and their probes, and every sample is then scored chunk by chunk. With
+    ``store``, a directory, the given masks' evidence is written there as memory-mapped .npy files
+    (``evidence-<name>.npy``), chunk by chunk, so that scoring 200,000 slices does not hold it."""
     if signals.probes is None:
         raise ValueError("quality_scores needs the probes' signals, which compute_signals gathers")
     count = len(signals.softmin)
@@ -183,7 +187,7 @@ def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
     class_scales = {name: fit_class_scale(getattr(fitted, name)) for name in CLASS_EVIDENCE}
     own = np.full(count, -1)  # each mask's own row among the reference masks, left out of its prior neighbours
     own[reference] = np.arange(len(reference))
-    given = _chunked_evidence(signals, priors, class_scales, own)
+    given = _chunked_evidence(signals, priors, class_scales, own, store=store)
     probes = mask_evidence(fitted.probes, priors, class_scales, own=np.arange(len(reference)))
     informative = [name for name, values in given.items() if np.ptp(np.r_[values[reference], probes[name]]) > 0]
     fusion = fuse({name: given[name] for name in informative}, {name: probes[name] for name in informative},
@@ -194,15 +198,27 @@ def quality_scores(signals: "Signals", *, seed: int = 0) -> Scores:
                   self_check_auroc=self_check_auroc(fusion, quality >= 0.5), bad_share=share)
 
 
-def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`mask_evidence` of every mask in ``signals``, EVIDENCE_CHUNK at a time, as (N,) arrays."""
+def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.ndarray, *,
+                      store: Path | None = None) -> dict[str, np.ndarray]:
+    """:func:`mask_evidence` of every mask in ``signals``, EVIDENCE_CHUNK at a time, as (N,) float64
+    arrays: in memory, or with ``store`` memory-mapped files there whose pages are released after
+    each chunk."""
     count = len(signals.softmin)
-    if count <= EVIDENCE_CHUNK:
+    if count <= EVIDENCE_CHUNK and store is None:
         return mask_evidence(signals, priors, class_scales, own=own)
     evidence: dict[str, np.ndarray] = {}
     for start in range(0, count, EVIDENCE_CHUNK):
         rows = slice(start, min(start + EVIDENCE_CHUNK, count))
         for name, values in mask_evidence(take_rows(signals, rows, features=False), priors, class_scales, own=own[rows]).items():
-            evidence.setdefault(name, np.empty(count))[rows] = values
+            if name not in evidence:
+                evidence[name] = np.empty(count) if store is None else _stored_column(store / f"evidence-{name}.npy", count)
+            evidence[name][rows] = values
         release_signals(signals)  # a store's pages read for this chunk
+        release_pages(*evidence.values())  # and written
     return evidence
+
+
+def _stored_column(path: Path, count: int) -> np.ndarray:
+    """A new (count,) float64 memory-mapped .npy file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(count,))

@@ -435,6 +435,23 @@ def test_signals_with_a_store_keep_every_field_in_memory_mapped_files(tmp_path):
         np.testing.assert_array_equal(getattr(stored.probes, name), getattr(in_memory.probes, name))
 
 
+def test_scoring_with_a_store_writes_the_evidence_to_memory_mapped_files(tmp_path, monkeypatch):
+    """Hundreds of thousands of slices: the given masks' evidence goes to disk beside the signals, same values."""
+    import maskaudit.scoring as scoring
+    from maskaudit.signals import compute_signals
+
+    data, _ = tiny_data(24)
+    signals = compute_signals(data, train(data, small_config(epochs=1)), batch_size=8)
+    in_memory = scoring.quality_scores(signals)
+    monkeypatch.setattr(scoring, "EVIDENCE_CHUNK", 10)  # three chunks
+    stored = scoring.quality_scores(signals, store=tmp_path / "signals")
+    assert stored.evidence.keys() == in_memory.evidence.keys()
+    for name, values in in_memory.evidence.items():
+        assert isinstance(stored.evidence[name], np.memmap) and (tmp_path / "signals" / f"evidence-{name}.npy").exists()
+        np.testing.assert_array_equal(stored.evidence[name], values)
+    np.testing.assert_array_equal(stored.quality, in_memory.quality)
+
+
 def test_scoring_in_chunks_and_from_a_sample_of_the_rows(monkeypatch):
     """Many slices: evidence computed a chunk at a time is the same; the dataset-level models may learn
     from a sample of the rows and still score every one."""
