@@ -226,7 +226,19 @@ def _check_features(features) -> list[np.ndarray]:
 
 def _raw_rows(blocks: list[np.ndarray], rows) -> np.ndarray:
     """A float32 copy of ``rows`` (a slice or sorted indices) of the blocks side by side, (r, F).
-    Memory-mapped blocks give their pages back after each read (maskaudit.pages)."""
+    Memory-mapped blocks give their pages back after each read (maskaudit.pages); sorted indices are
+    read CHUNK_ROWS positions at a time, since a sample scattered over the whole file would map
+    nearly all of its pages at once."""
+    if isinstance(rows, slice):
+        return _read_rows(blocks, rows)
+    rows = np.asarray(rows)
+    bounds = np.searchsorted(rows, [chunk.start for chunk in _chunks(len(blocks[0]))] + [len(blocks[0])])
+    parts = [_read_rows(blocks, rows[low:high]) for low, high in zip(bounds[:-1], bounds[1:])]
+    return np.concatenate(parts) if parts else _read_rows(blocks, rows)
+
+
+def _read_rows(blocks: list[np.ndarray], rows) -> np.ndarray:
+    """:func:`_raw_rows` of one read, then the blocks' pages released."""
     x = np.concatenate([np.asarray(block[rows], dtype=np.float32) for block in blocks], axis=1)
     release_pages(*blocks)
     return x
@@ -325,13 +337,17 @@ def _project(blocks: list[np.ndarray], *, seed: int) -> tuple[np.ndarray, np.nda
     pca = PCA(n_components=n_components, random_state=seed)
     fit_rows = _subsample(n, PCA_FIT_SAMPLE, np.random.default_rng([seed, 2]))
     pca.fit(standardiser.apply(_raw_rows(blocks, fit_rows)))
-    scores = np.concatenate([pca.transform(standardiser.apply(_raw_rows(blocks, slice(start, start + PCA_FIT_SAMPLE))))
-                             .astype(np.float64) for start in range(0, n, PCA_FIT_SAMPLE)])
     kept = np.cumsum(pca.explained_variance_ratio_)
     d = int(np.searchsorted(kept, PCA_VARIANCE - 1e-9) + 1)
     d = min(max(d, 2), n_components)
+    # only the d components kept, filled a chunk at a time: at 200,000 slices every component, listed
+    # and then concatenated, was a short peak of 70 MB
+    scores = np.empty((n, d), dtype=np.float64)
+    for start in range(0, n, PCA_FIT_SAMPLE):
+        rows = slice(start, min(start + PCA_FIT_SAMPLE, n))
+        scores[rows] = pca.transform(standardiser.apply(_raw_rows(blocks, rows)))[:, :d]
     coords[:, : min(2, n_components)] = scores[:, :2]
-    return np.ascontiguousarray(scores[:, :d]), coords
+    return scores, coords
 
 
 def _trivial(n: int, coords: np.ndarray) -> ClusterResult:

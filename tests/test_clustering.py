@@ -166,3 +166,20 @@ def test_single_feature_and_integer_input():
 def test_rejects_bad_input(features, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cluster_features(features, **kwargs)
+
+
+def test_a_scattered_sample_of_rows_is_read_a_chunk_at_a_time_with_the_same_values(monkeypatch, tmp_path):
+    """PCA's fitting sample lies all over a memory-mapped store: it is read CHUNK_ROWS positions at a
+    time (so only those pages are resident at once) and gives exactly the rows a direct read gives."""
+    import maskaudit.clustering as clustering
+
+    monkeypatch.setattr(clustering, "CHUNK_ROWS", 7)
+    rng = np.random.default_rng(0)
+    stored = np.lib.format.open_memmap(tmp_path / "features.npy", mode="w+", dtype=np.float32, shape=(50, 3))
+    stored[:] = rng.normal(size=(50, 3))
+    blocks = [stored, rng.normal(size=(50, 2)).astype(np.float32)]
+    rows = np.sort(rng.choice(50, 17, replace=False))
+    expected = np.concatenate([stored[rows], blocks[1][rows]], axis=1)
+    np.testing.assert_array_equal(clustering._raw_rows(blocks, rows), expected)
+    np.testing.assert_array_equal(clustering._raw_rows(blocks, slice(3, 20)), np.concatenate([stored[3:20], blocks[1][3:20]], axis=1))
+    assert clustering._raw_rows(blocks, np.array([], dtype=int)).shape == (0, 5)
