@@ -2,8 +2,9 @@
 
 For every given mask, and for one synthetic corruption of it (a *probe*, whose label is known
 to be bad), the pass records the segmenter's disagreement, the label critic's score t (and its
-score of the segmenter's own mask for the same image), the image evidence and the shape descriptors. The probes let the fusion learn, on this very dataset,
-which evidence separates good masks from bad ones (:mod:`maskaudit.evidence.fusion`).
+score of the segmenter's own mask for the same image), the image evidence and the shape
+descriptors. The probes let the fusion learn, on this very dataset, which evidence separates good
+masks from bad ones (:mod:`maskaudit.evidence.fusion`).
 
 Shape key: N samples, K classes, F / G feature widths, S working resolution, D shape descriptors.
 """
