@@ -24,11 +24,18 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["LazyColumn", "release_pages", "read_chunks", "return_freed_memory", "write_npz"]
+__all__ = ["LazyColumn", "new_memmap", "release_pages", "read_chunks", "return_freed_memory", "write_npz"]
+
+
+def new_memmap(path: Path, shape: tuple[int, ...], dtype) -> np.memmap:
+    """A new .npy file at ``path`` (its directory made if needed), memory-mapped for writing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
 def release_pages(*arrays: np.ndarray) -> None:

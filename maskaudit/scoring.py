@@ -24,7 +24,7 @@ from sklearn.mixture import GaussianMixture
 from .evidence.fusion import Fusion, bad_share, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 from .evidence.scaling import fit_class_scale, worst_class
-from .pages import release_pages
+from .pages import new_memmap, release_pages
 from .signals import release_signals, take_rows
 
 if TYPE_CHECKING:
@@ -211,14 +211,10 @@ def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.nd
         rows = slice(start, min(start + EVIDENCE_CHUNK, count))
         for name, values in mask_evidence(take_rows(signals, rows, features=False), priors, class_scales, own=own[rows]).items():
             if name not in evidence:
-                evidence[name] = np.empty(count) if store is None else _stored_column(store / f"evidence-{name}.npy", count)
+                evidence[name] = np.empty(count) if store is None else new_memmap(store / f"evidence-{name}.npy",
+                                                                                   (count,), np.float64)
             evidence[name][rows] = values
         release_signals(signals)  # a store's pages read for this chunk
         release_pages(*evidence.values())  # and written
     return evidence
 
-
-def _stored_column(path: Path, count: int) -> np.ndarray:
-    """A new (count,) float64 memory-mapped .npy file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(count,))

@@ -24,7 +24,7 @@ from .evidence.image import image_evidence
 from .evidence.segmenter import segmenter_evidence
 from .inference import predicted_masks, run_networks
 from .metrics import shape_descriptors
-from .pages import release_pages, return_freed_memory
+from .pages import new_memmap, release_pages, return_freed_memory
 from .void import fill_void_batch
 
 if TYPE_CHECKING:
@@ -149,9 +149,7 @@ class _Rows:
             if name not in self.arrays:
                 shape = (self.count, *values.shape[1:])
                 if self.store is not None and np.prod(shape) > 0:
-                    self.store.mkdir(parents=True, exist_ok=True)
-                    path = self.store / f"{self.prefix}{name}.npy"
-                    self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+                    self.arrays[name] = new_memmap(self.store / f"{self.prefix}{name}.npy", shape, np.float32)
                 else:
                     self.arrays[name] = np.empty(shape, np.float32)
             self.arrays[name][start : start + len(values)] = values
