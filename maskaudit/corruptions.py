@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
-from .distance import signed_distance
+from .distance import mask_box, signed_distance
 
 __all__ = [
     "CORRUPTIONS",
@@ -465,10 +465,13 @@ def _jagged(masks: np.ndarray, rng: np.random.Generator, *, low: int = 2, high: 
     noise = ndi.gaussian_filter(rng.standard_normal(m.shape[1:]), sigma=max(1.0, n / 2))
     noise *= n / max(float(noise.std()), 1e-6)
     out = np.zeros_like(m)
+    reach = float(noise.max())  # no pixel further outside than the noise's peak can join the mask
     for k in _nonempty(m):
-        signed = ndi.distance_transform_edt(m[k]) - ndi.distance_transform_edt(~m[k])
-        out[k] = signed + noise > 0
+        out[k] = signed_distance(m[k], reach=max(reach, 0.0)) + noise > 0
     return out, f"jagged boundary, {n} px"
+
+
+_SMOOTH_TRUNCATE = 4.0  # the over-smoothing blur's kernel reaches this many sigmas (scipy's default)
 
 
 def _smooth(masks: np.ndarray, rng: np.random.Generator, *, low: int = 6, high: int = 16,
@@ -479,8 +482,13 @@ def _smooth(masks: np.ndarray, rng: np.random.Generator, *, low: int = 6, high: 
         raise ValueError("smooth needs at least one non-empty class; all masks are empty")
     n = _scaled(int(rng.integers(low, high + 1)), m.shape, ref_size)
     out = np.zeros_like(m)
+    radius = int(_SMOOTH_TRUNCATE * n + 0.5)  # scipy's kernel radius: the blur reaches this far
     for k in _nonempty(m):
-        out[k] = ndi.gaussian_filter(m[k].astype(np.float32), sigma=n) > 0.5
+        # Blurred on the mask's box grown by twice the kernel's radius: the same values as the
+        # whole image's (what a mirrored crop edge brings in lies at least a radius from the
+        # mask, so is background), at the cost of the structure, not of the image.
+        box = mask_box(m[k], 2 * radius + 1)
+        out[k][box] = ndi.gaussian_filter(m[k][box].astype(np.float32), sigma=n, truncate=_SMOOTH_TRUNCATE) > 0.5
     return out, f"over-smoothed, sigma {n} px"
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["signed_distance"]
+__all__ = ["mask_box", "signed_distance"]
 
 _RING = 2  # px of background kept around the mask beyond the reach: enough for exact inside distances
 
@@ -29,13 +29,20 @@ def signed_distance(mask: np.ndarray, *, reach: float) -> np.ndarray:
     below -reach. An empty mask: every pixel below -reach."""
     mask = np.asarray(mask, dtype=bool)
     outside = -(float(reach) + _RING + 1.0)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
+    box = mask_box(mask, int(np.ceil(reach)) + _RING)
+    if box is None:
         return np.full(mask.shape, outside)
-    margin = int(np.ceil(reach)) + _RING
-    box = (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, mask.shape[0])),
-           slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, mask.shape[1])))
     crop = mask[box]
     signed = np.full(mask.shape, outside)
     signed[box] = ndimage.distance_transform_edt(crop) - ndimage.distance_transform_edt(~crop)
     return signed
+
+
+def mask_box(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """The bounding box of ``mask`` (H, W) bool grown by ``margin`` px on every side and cut by the
+    image's borders, as a pair of slices; None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, mask.shape[0])),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, mask.shape[1])))

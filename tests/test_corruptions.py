@@ -405,3 +405,25 @@ def test_shift_and_foreign_make_the_errors_they_name():
     assert np.array_equal(foreign, masks[1])
     with pytest.raises(ValueError, match="donor"):
         get_corruption("foreign")(masks[0], np.random.default_rng(0))
+
+
+def test_jagged_and_smooth_outlines_computed_on_the_box_equal_the_whole_image_ones(chest):
+    """The critic's jagged and over-smoothed corruptions work on each structure's box (for speed):
+    the same pixels as the whole-image distance transform and blur, near the image's border too."""
+    from maskaudit.corruptions import REFERENCE_SIZE, _jagged, _scaled, _smooth
+
+    border = np.zeros((1, 96, 96), bool)
+    border[0, :30, 60:] = True  # cut by two sides of the image
+    for masks in (chest, border):
+        for seed in range(12):
+            jagged, _ = _jagged(masks, rng(seed), low=1, high=6)
+            smooth, _ = _smooth(masks, rng(seed), low=4, high=20)
+            draw = rng(seed)
+            n = _scaled(int(draw.integers(1, 7)), masks.shape, REFERENCE_SIZE)
+            noise = ndi.gaussian_filter(draw.standard_normal(masks.shape[1:]), sigma=max(1.0, n / 2))
+            noise *= n / noise.std()
+            sigma = _scaled(int(rng(seed).integers(4, 21)), masks.shape, REFERENCE_SIZE)
+            for k, mask in enumerate(masks):
+                whole = ndi.distance_transform_edt(mask) - ndi.distance_transform_edt(~mask)
+                np.testing.assert_array_equal(jagged[k], whole + noise > 0)
+                np.testing.assert_array_equal(smooth[k], ndi.gaussian_filter(mask.astype(np.float32), sigma) > 0.5)
