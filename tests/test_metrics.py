@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 
@@ -185,6 +186,27 @@ def test_shape_descriptors_l_shape_is_not_convex():
     assert n_components == 1
     assert 0.4 < solidity < 0.8
     assert extent == pytest.approx(area_fraction * 400 / 256)
+
+
+def test_solidity_uses_the_hull_of_every_pixel_square():
+    """The hull is taken from each row's outer corners only: the same area as the hull of the corners
+    of every pixel of the mask (a brute-force reference), on random shapes, single pixels and lines."""
+    from scipy.spatial import ConvexHull
+
+    from maskaudit.metrics import _convex_hull_area
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        size = int(rng.choice([5, 24, 64]))
+        mask = ndimage.gaussian_filter(rng.standard_normal((size, size)), rng.uniform(0.5, 6)) > rng.uniform(0, 1.5)
+        if trial % 10 == 0:
+            mask = np.zeros((size, size), bool)
+            mask[rng.integers(0, size), rng.integers(0, size) :] = True  # one pixel or a horizontal line
+        if not mask.any():
+            continue
+        ys, xs = np.nonzero(mask)
+        corners = np.concatenate([np.stack([ys + dy, xs + dx], axis=1) for dy in (0, 1) for dx in (0, 1)])
+        assert _convex_hull_area(mask) == pytest.approx(ConvexHull(corners.astype(float)).volume, abs=1e-9)
 
 
 def test_shape_descriptor_names_order():
