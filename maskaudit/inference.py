@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .models import QualityAwarenessModule, UNet
+from .precision import segmenter_forward
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,12 @@ def run_networks(
     multilabel: bool,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
 ) -> Iterator[BatchOutput]:
     """Yield the networks' outputs batch by batch over images (N, C, S, S) uint8 and masks (N, K, S, S).
 
     The QAM needs the given masks (void pixels, if any, as background); with ``masks=None`` (or no
-    QAM) its outputs are empty.
+    QAM) its outputs are empty. The U-Net runs in the ``precision`` it trained in (maskaudit.precision).
     """
     device = torch.device(device)
     unet = unet.to(device).eval()
@@ -63,8 +65,8 @@ def run_networks(
         qam = qam.to(device).eval()
     for start in range(0, len(images), batch_size):
         image_batch = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32) / 255.0).to(device)
-        logits, bottleneck = unet(image_batch)
-        probabilities = class_probabilities(logits.float(), multilabel=multilabel)
+        logits, bottleneck = segmenter_forward(unet, image_batch, precision=precision)
+        probabilities = class_probabilities(logits, multilabel=multilabel)
         if qam is not None and masks is not None:
             mask_batch = np.asarray(masks[start : start + batch_size], dtype=bool)
             mask_batch = torch.from_numpy(mask_batch.astype(np.float32)).to(device)
@@ -76,7 +78,7 @@ def run_networks(
         yield BatchOutput(
             start=start,
             probabilities=probabilities.cpu().numpy(),
-            bottleneck=bottleneck.float().cpu().numpy(),
+            bottleneck=bottleneck.cpu().numpy(),
             qam_score=qam_score,
             qam_features=qam_features,
         )

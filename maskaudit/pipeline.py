@@ -176,12 +176,13 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         from .volume_results import SlicePictures, rank_cases, report_slices, write_slices_csv
 
         rows, case_scores = rank_cases(volume_data, result.unet, signals, clusters, scores,
-                                       threshold=config.threshold, out_dir=out_dir, seed=config.train.seed)
+                                       threshold=config.threshold, out_dir=out_dir, seed=config.train.seed,
+                                       precision=config.train.precision)
         write_slices_csv(out_dir / "slices.csv", volume_data, signals, clusters, scores)
         position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
         report_index = source.index
         flagged = report_slices(volume_data, signals, scores, case_scores, threshold=config.threshold)
-        pictures = SlicePictures(volume_data, result.unet)
+        pictures = SlicePictures(volume_data, result.unet, precision=config.train.precision)
 
         def visuals(key: str):  # a case is shown through its worst slice, and a flagged slice by its id
             return pictures(position_of[key] if key in position_of else data.index.samples.position(key))
@@ -247,7 +248,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
     confidence: dict[int, float] = {}
     stored = mask_format_of(index)  # suggestions are stored as the dataset stores its masks
     for position, working, original in predict_probabilities(data, result.unet, suspects, progress=progress,
-                                                             description="diagnose"):
+                                                             description="diagnose", precision=result.config.precision):
         given = np.asarray(data.masks[position], dtype=bool)
         predicted = predicted_masks(working, multilabel=multilabel)
         if data.void is not None:  # void pixels are never disagreement
@@ -353,7 +354,7 @@ def _sample_visuals(data: PreparedData, result: TrainResult, position: int, sour
     from .report import SampleVisuals
 
     image, given, void = load_original(data.index, data.index.samples[position].id, reader=source.reader)
-    (_, _, predicted), = predict_samples(data, result.unet, [position])
+    (_, _, predicted), = predict_samples(data, result.unet, [position], precision=result.config.precision)
     return SampleVisuals(image=image, given=given, predicted=predicted, void=void)
 
 

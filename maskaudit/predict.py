@@ -18,6 +18,7 @@ from .imageio import IMAGE_EXTENSIONS, is_dicom, read_image
 from .inference import class_probabilities, predicted_masks
 from .mask_format import MaskFormat
 from .models import UNet
+from .precision import segmenter_forward
 
 
 def load_segmenter(model_path: Path) -> tuple[UNet, dict]:
@@ -36,16 +37,17 @@ def load_segmenter(model_path: Path) -> tuple[UNet, dict]:
 
 @torch.no_grad()
 def segment(unet: UNet, pixels: np.ndarray, *, size: int, channels: int, multilabel: bool,
-            device: str = "cpu") -> np.ndarray:
-    """Segment one decoded image (H, W) or (H, W, 3) uint8; returns (K, H, W) bool at the original size."""
+            device: str = "cpu", precision: str = "auto") -> np.ndarray:
+    """Segment one decoded image (H, W) or (H, W, 3) uint8; returns (K, H, W) bool at the original size.
+    The U-Net runs in the ``precision`` it trained in (maskaudit.precision)."""
     height, width = pixels.shape[:2]
     resized = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
     if resized.ndim == 2:
         resized = np.repeat(resized[None], channels, axis=0)
     else:
         resized = resized.transpose(2, 0, 1) if channels == 3 else resized.mean(axis=2)[None]
-    logits, _ = unet(torch.from_numpy(resized / 255.0)[None].to(device))
-    probabilities = class_probabilities(logits.float(), multilabel=multilabel)
+    logits, _ = segmenter_forward(unet, torch.from_numpy(resized / 255.0)[None].to(device), precision=precision)
+    probabilities = class_probabilities(logits, multilabel=multilabel)
     upsampled = F.interpolate(probabilities, size=(height, width), mode="bilinear", align_corners=False)[0]
     return predicted_masks(upsampled.cpu().numpy(), multilabel=multilabel)
 
@@ -81,6 +83,7 @@ def predict_directory(
             skipped.append(Skipped(path.name, str(error)))
             continue
         masks = segment(unet, pixels, size=state["config"]["size"], channels=state["image_channels"],
+                        precision=state["config"].get("precision", "auto"),
                         multilabel=state["multilabel"], device=device)
         write_suggested_masks(out_dir, path.stem, masks, classes=tuple(state["classes"]),
                               multilabel=stored.multilabel, file_name=f"{path.stem}.png", values=stored.values,

@@ -97,9 +97,8 @@ def compute_signals(
     given_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-")
     probe_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-probes-")
     bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
-    for out in run_networks(
-        images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size, device=device
-    ):
+    for out in run_networks(images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size,
+                            device=device, precision=result.config.precision):
         span = slice(out.start, out.start + len(out.probabilities))
         batch_images, given = np.asarray(images[span]), np.asarray(masks[span], dtype=bool)
         valid = valid_pixels(data, rows, span)

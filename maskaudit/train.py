@@ -26,6 +26,7 @@ from .history import KEYS as HISTORY_KEYS, TrainingHistory
 from .loader import default_workers, iterate_batches
 from .mask_format import mask_format_of
 from .pages import read_chunks
+from .precision import autocast_dtype
 from .critic import corrupt_batch, critic_families, ranking_loss
 from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
 
@@ -250,32 +251,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda was asked for but PyTorch sees no CUDA device; use --device cpu")
     return device
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for training on ``device``, or None for plain fp32.
-
-    ``auto`` means fp16 on CUDA and bf16 on CPUs that compute it natively (AVX512-BF16 or AMX),
-    where it is about 1.7x faster at equal detection quality (docs/BENCHMARKS.md).
-    """
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    capability = torch.backends.cpu.get_cpu_capability()
-    native = "AMX" in capability or (capability == "AVX512" and _cpu_flag("avx512_bf16"))
-    return torch.bfloat16 if native else None
-
-
-def _cpu_flag(flag: str) -> bool:
-    """Whether /proc/cpuinfo lists ``flag`` (False where there is no /proc)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
-            return any(flag in line.split() for line in handle if line.startswith("flags"))
-    except OSError:
-        return False
 
 
 def per_sample_loss(

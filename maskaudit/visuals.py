@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .inference import class_probabilities, predicted_masks
 from .models import UNet
+from .precision import segmenter_forward
 from .pages import release_pages
 
 if TYPE_CHECKING:
@@ -31,11 +32,13 @@ def predict_probabilities(
     batch_size: int = 16,
     progress: bool = False,
     description: str = "predict",
+    precision: str = "auto",
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(position, working (K, S, S), original (K, H, W))`` float32 class probabilities.
 
     The original-size probabilities are the working ones upsampled bilinearly, so that the masks
-    thresholded from them have smooth rather than blocky boundaries.
+    thresholded from them have smooth rather than blocky boundaries. The U-Net runs in the
+    ``precision`` it trained in (maskaudit.precision).
     """
     unet = unet.eval()
     multilabel = data.index.multilabel
@@ -45,8 +48,8 @@ def predict_probabilities(
         images = torch.from_numpy(np.asarray(data.images[sorted(chunk)], dtype=np.float32) / 255.0)
         release_pages(data.images)  # scattered reads would leave much of a large cache resident
         order = {position: row for row, position in enumerate(sorted(chunk))}
-        logits, _ = unet(images)
-        probabilities = class_probabilities(logits.float(), multilabel=multilabel)
+        logits, _ = segmenter_forward(unet, images, precision=precision)
+        probabilities = class_probabilities(logits, multilabel=multilabel)
         for position in chunk:
             row = probabilities[order[position] : order[position] + 1]
             height, width = (int(value) for value in data.original_sizes[position])
@@ -64,11 +67,12 @@ def predict_samples(
     batch_size: int = 16,
     progress: bool = False,
     description: str = "predict",
+    precision: str = "auto",
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(position, working (K, S, S) bool, original (K, H, W) bool)`` predicted masks for each position."""
     multilabel = data.index.multilabel
     for position, working, original in predict_probabilities(
-        data, unet, positions, batch_size=batch_size, progress=progress, description=description
+        data, unet, positions, batch_size=batch_size, progress=progress, description=description, precision=precision
     ):
         yield (position, predicted_masks(working, multilabel=multilabel),
                predicted_masks(original, multilabel=multilabel))

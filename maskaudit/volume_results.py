@@ -119,10 +119,10 @@ def write_slices_csv(path: Path, volume_data: VolumeData, signals, clusters, sco
 
 
 def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, threshold: float, out_dir: Path,
-               seed: int = 0) -> tuple[list[ScoreRow], CaseScores]:
+               seed: int = 0, precision: str = "auto") -> tuple[list[ScoreRow], CaseScores]:
     """One ScoreRow per case, most suspect first; suspect cases get a diagnosis and suggested/labelsTr/<case>.
 
-    The diagnosis is that of the case's worst slice.
+    The diagnosis is that of the case's worst slice; the U-Net predicts in ``precision`` (maskaudit.precision).
     """
     data, volumes = volume_data.data, volume_data.volumes
     case_scores = aggregate_cases(scores.suspicion, volume_data.case_of, len(volumes.cases), seed=seed,
@@ -132,7 +132,7 @@ def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, thre
     diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}
     for case in (c for c in order if case_scores.quality[c] < threshold):
         worst = int(case_scores.worst[case])
-        labels, worst_working = _predict_case(volume_data, unet, case, worst)
+        labels, worst_working = _predict_case(volume_data, unet, case, worst, precision=precision)
         diagnoses[case] = diagnose(np.asarray(data.masks[worst], dtype=bool), worst_working, suspect=True,
                                    multilabel=False)
         write_suggested_volume(out_dir / "suggested", volume_data, case, labels)
@@ -157,11 +157,13 @@ def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, thre
     return rows, case_scores
 
 
-def _predict_case(volume_data: VolumeData, unet, case: int, worst: int) -> tuple[np.ndarray, np.ndarray]:
+def _predict_case(volume_data: VolumeData, unet, case: int, worst: int, *, precision: str = "auto"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(X, Y, Z) uint8 predicted labels of one case, and the (K, S, S) working mask of slice position ``worst``."""
     slices: dict[int, np.ndarray] = {}
     worst_working = None
-    for position, working, original in predict_samples(volume_data.data, unet, list(volume_data.slices_of_case(case))):
+    for position, working, original in predict_samples(volume_data.data, unet, list(volume_data.slices_of_case(case)),
+                                                       precision=precision):
         labels = np.zeros(original.shape[1:], dtype=np.uint8)
         for k, mask in enumerate(original):
             labels[mask] = k + 1
@@ -198,8 +200,8 @@ class SlicePictures:
     the given labels from the label file and the prediction. The last case's labels are kept, since the
     report draws a case's slices one after another."""
 
-    def __init__(self, volume_data: VolumeData, unet):
-        self.volume_data, self.unet = volume_data, unet
+    def __init__(self, volume_data: VolumeData, unet, *, precision: str = "auto"):
+        self.volume_data, self.unet, self.precision = volume_data, unet, precision
         self._labels: tuple[int, np.ndarray] | None = None
 
     def __call__(self, position: int):
@@ -217,5 +219,5 @@ class SlicePictures:
         channel = np.asarray(data.images[position, 0])
         grey = np.asarray(Image.fromarray(channel).resize((width, height), Image.Resampling.BILINEAR))
         given = np.stack([labels == k + 1 for k in range(len(volumes.classes))])
-        (_, _, predicted), = predict_samples(data, self.unet, [position])
+        (_, _, predicted), = predict_samples(data, self.unet, [position], precision=self.precision)
         return SampleVisuals(image=np.repeat(grey[..., None], 3, axis=2), given=given, predicted=predicted)

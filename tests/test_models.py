@@ -90,3 +90,28 @@ def test_weights_carry_gradient_to_the_scores_except_in_baseline():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="mode must be one of"):
         ocm_weights(torch.zeros(3), mode="ocm")
+
+
+def test_the_segmenter_runs_in_the_precision_it_trained_in():
+    """maskaudit.precision: fp32 gives the plain forward pass's numbers; bf16 runs under autocast
+    (numbers close to fp32's, not equal) and still returns float32; the network ends channels-last."""
+    from maskaudit.precision import autocast_dtype, segmenter_forward
+
+    torch.manual_seed(0)
+    unet = UNet(1, 3, width=4).eval()
+    kernel = next(p for p in unet.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] == 3)
+    assert not kernel.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        plain_logits, plain_bottleneck = unet(images)
+        logits, bottleneck = segmenter_forward(unet, images, precision="fp32")
+        torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bottleneck, plain_bottleneck, rtol=1e-5, atol=1e-5)
+        half_logits, half_bottleneck = segmenter_forward(unet, images, precision="bf16")
+    assert half_logits.dtype == half_bottleneck.dtype == torch.float32
+    assert not torch.equal(half_logits, logits)
+    torch.testing.assert_close(half_logits, logits, rtol=0.05, atol=0.05)
+    kernel = next(p for p in unet.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] == 3)
+    assert kernel.is_contiguous(memory_format=torch.channels_last)
+    assert autocast_dtype(torch.device("cpu"), "fp32") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16

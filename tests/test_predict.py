@@ -88,7 +88,8 @@ def test_segment_agrees_with_the_written_masks(models, images_dir, tmp_path):
     assert invoke(models["B"], images_dir, "--out", out).exit_code == 0
     unet, state = load_segmenter(models["B"])
     pixels = np.asarray(Image.open(images_dir / "tall.png"))
-    masks = segment(unet, pixels, size=32, channels=state["image_channels"], multilabel=True)
+    masks = segment(unet, pixels, size=32, channels=state["image_channels"], multilabel=True,
+                    precision=state["config"]["precision"])  # the precision it trained in, as predict uses
     assert masks.shape == (3, 70, 40) and masks.dtype == bool
     assert sorted(state["classes"]) == sorted(CLASSES)
     for k, cls in enumerate(state["classes"]):

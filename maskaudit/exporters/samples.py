@@ -135,7 +135,8 @@ class _CheckpointSegmenter:
             self._load()
         from ..visuals import predict_samples
 
-        (_, _, original), = predict_samples(self._data, self._unet, [self._positions[sample_id]])
+        (_, _, original), = predict_samples(self._data, self._unet, [self._positions[sample_id]],
+                                             precision=self._results.options.get("precision", "auto"))
         return original
 
     def _load(self) -> None:

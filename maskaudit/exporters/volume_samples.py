@@ -146,7 +146,8 @@ class _VolumeSegmenter:
             position = self._data.index.samples.position(slice_id)
         except KeyError:
             raise ExportError(f"slice {slice_id!r} is not in the scan's slices any more; scan the dataset again") from None
-        (_, _, original), = predict_samples(self._data, self._unet, [position])
+        (_, _, original), = predict_samples(self._data, self._unet, [position],
+                                             precision=self._results.options.get("precision", "auto"))
         return original
 
     def _load(self) -> None:
