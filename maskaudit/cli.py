@@ -101,7 +101,8 @@ def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | s
               help="Random left-right flips in augmentation (off: left and right matter in chest X-rays).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random affine and intensity augmentation.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32.")
+              help="The U-Net's precision in training, scoring and prediction. auto: fp16 autocast on CUDA, "
+                   "bf16 on CPUs with native bf16, else fp32.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes that load training batches. Default: 0 on CPU, up to 4 with CUDA.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
