@@ -131,7 +131,8 @@ def run_mode(mode: str, args: argparse.Namespace, data_root: Path, out_dir: Path
     test_ids, test_images, test_masks = load_test_set(args.data, classes)
     channels = data.images.shape[1]
     predicted = np.stack([
-        segment(result.unet, pixels, size=args.size, channels=channels, multilabel=data.index.multilabel)
+        segment(result.unet, pixels, size=args.size, channels=channels, multilabel=data.index.multilabel,
+                precision=result.config.precision)
         for pixels in test_images
     ])
     predict_seconds = time.perf_counter() - started

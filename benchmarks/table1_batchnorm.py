@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def average_dice() -> float:
             predicted = np.stack([segment(unet, pixels, size=size, channels=state["image_channels"],
-                                          multilabel=state["multilabel"]) for pixels in images])
+                                          multilabel=state["multilabel"], precision=state["config"]["precision"])
+                                 for pixels in images])
             return group_dice(dice_per_class(predicted, masks), classes)["average"]
 
         before = average_dice()

@@ -37,9 +37,9 @@ def load_segmenter(model_path: Path) -> tuple[UNet, dict]:
 
 @torch.no_grad()
 def segment(unet: UNet, pixels: np.ndarray, *, size: int, channels: int, multilabel: bool,
-            device: str = "cpu", precision: str = "auto") -> np.ndarray:
+            precision: str, device: str = "cpu") -> np.ndarray:
     """Segment one decoded image (H, W) or (H, W, 3) uint8; returns (K, H, W) bool at the original size.
-    The U-Net runs in the ``precision`` it trained in (maskaudit.precision)."""
+    ``precision`` is the one the U-Net trained in (its checkpoint's ``config``; maskaudit.precision)."""
     height, width = pixels.shape[:2]
     resized = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
     if resized.ndim == 2:

@@ -111,7 +111,7 @@ def test_predict_writes_the_sparse_values_not_class_indices(sparse, tmp_path):
         labels = np.asarray(image)
         assert image.mode == "L" and _values(image) <= {0, 10, 20}
         masks = segment(unet, np.asarray(Image.open(root / "images" / f"{name}.png")), size=32, channels=1,
-                        multilabel=False)
+                        multilabel=False, precision=state["config"]["precision"])
         np.testing.assert_array_equal(labels == 10, masks[0])
         np.testing.assert_array_equal(labels == 20, masks[1])
     for channel, value in ((1, 10), (2, 20)):
