@@ -177,12 +177,12 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
 
         rows, case_scores = rank_cases(volume_data, result.unet, signals, clusters, scores,
                                        threshold=config.threshold, out_dir=out_dir, seed=config.train.seed,
-                                       precision=config.train.precision)
+                                       precision=result.config.precision)
         write_slices_csv(out_dir / "slices.csv", volume_data, signals, clusters, scores)
         position_of = {item.id: int(case_scores.worst[case]) for case, item in enumerate(volume_data.volumes.cases)}
         report_index = source.index
         flagged = report_slices(volume_data, signals, scores, case_scores, threshold=config.threshold)
-        pictures = SlicePictures(volume_data, result.unet, precision=config.train.precision)
+        pictures = SlicePictures(volume_data, result.unet, precision=result.config.precision)
 
         def visuals(key: str):  # a case is shown through its worst slice, and a flagged slice by its id
             return pictures(position_of[key] if key in position_of else data.index.samples.position(key))

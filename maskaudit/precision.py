@@ -8,6 +8,8 @@ trained in bf16 is not less accurate in it, and on this project's CPU its forwar
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["autocast_dtype", "segmenter_forward"]
@@ -30,6 +32,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if native else None
 
 
+@functools.cache  # read once per process: inference asks for every batch, and /proc/cpuinfo grows with the cores
 def _cpu_flag(flag: str) -> bool:
     """Whether /proc/cpuinfo lists ``flag`` (False where there is no /proc)."""
     try:
@@ -43,7 +46,7 @@ def segmenter_forward(unet: torch.nn.Module, images: torch.Tensor, *, precision:
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """The U-Net's (logits, bottleneck features) as float32 for images (b, C, S, S) float in [0, 1],
     under :func:`autocast_dtype` of ``precision`` and, on a CPU, in channels-last memory (the
-    network's parameters are converted to it, in place, once)."""
+    network's parameters are converted to it in place; a no-op once they are)."""
     amp_dtype = autocast_dtype(images.device, precision)
     if images.device.type == "cpu":
         unet.to(memory_format=torch.channels_last)
