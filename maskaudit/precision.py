@@ -46,10 +46,11 @@ def segmenter_forward(unet: torch.nn.Module, images: torch.Tensor, *, precision:
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """The U-Net's (logits, bottleneck features) as float32 for images (b, C, S, S) float in [0, 1],
     under :func:`autocast_dtype` of ``precision`` and, on a CPU, in channels-last memory (the
-    network's parameters are converted to it in place; a no-op once they are)."""
+    network's parameters are converted to it in place, the first time)."""
     amp_dtype = autocast_dtype(images.device, precision)
     if images.device.type == "cpu":
-        unet.to(memory_format=torch.channels_last)
+        if not all(p.is_contiguous(memory_format=torch.channels_last) for p in unet.parameters() if p.dim() == 4):
+            unet.to(memory_format=torch.channels_last)  # once: the check costs a quarter of the conversion
         images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits, bottleneck = unet(images)
