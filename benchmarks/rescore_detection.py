@@ -21,7 +21,7 @@ from benchmarks.detection_metrics import detection_report
 from benchmarks.make_corrupted import read_truth
 from maskaudit.checkpoint import load_checkpoint
 from maskaudit.dataset import find_dataset
-from maskaudit.models import QualityAwarenessModule
+from maskaudit.models import qam_from_state
 from maskaudit.predict import load_segmenter
 from maskaudit.prepare import prepare
 from maskaudit.scoring import quality_scores
@@ -37,9 +37,7 @@ def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict
                             for key, value in state["config"].items() if key in fields})
     qam = None
     if load_checkpoint(scan_dir / "model.pt")["qam"] is not None:
-        qam = QualityAwarenessModule(state["image_channels"], len(state["classes"]), width=config.qam_width)
-        qam.load_state_dict(state["qam"])
-        qam.eval()
+        qam = qam_from_state(state["qam"], state["image_channels"], len(state["classes"]), width=config.qam_width).eval()
     result = TrainResult(unet=unet, qam=qam, config=config)
     data = prepare(find_dataset(dataset), size=config.size, cache_dir=scan_dir / "cache")
     if recalibrate:  # networks saved before train() re-estimated the final U-Net's BatchNorm statistics

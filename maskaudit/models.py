@@ -13,11 +13,13 @@ MODES = ("qam-ocm", "qam", "baseline")
 
 
 def _conv_block(in_channels: int, out_channels: int, *, norm: str) -> nn.Sequential:
-    """Two 3x3 convolutions, each followed by a normalisation and a ReLU."""
+    """Two 3x3 convolutions, each followed by a normalisation ("batch", "group" or "none") and a ReLU."""
 
     def norm_layer(channels: int) -> nn.Module:
         if norm == "batch":
             return nn.BatchNorm2d(channels)
+        if norm == "none":
+            return nn.Identity()
         return nn.GroupNorm(min(8, channels), channels)
 
     return nn.Sequential(
@@ -75,19 +77,22 @@ class QualityAwarenessModule(nn.Module):
     Input is the image channels concatenated with one channel per class (the paper's n + 1).
     Four VGG stages (two 3x3 convolutions and a 2x2 max-pool each) end in a one-channel 1x1
     convolution and a global average pool: one raw score t per sample. GroupNorm keeps each
-    sample's score independent of the rest of its batch.
+    sample's score independent of the rest of its batch. The first stage, at full resolution, is
+    not normalised unless ``stem_norm``: its GroupNorms were 40 % of the QAM's time on a CPU
+    (docs/BENCHMARKS.md, section 0.4); older checkpoints have them
+    (:func:`qam_from_state` reads either).
 
     ``forward(image, masks)`` takes (B, C, H, W) and (B, K, H, W) floats and returns
     ``(t, features)``: t (B,) and the penultimate features average-pooled to (B, 8 * width).
     """
 
-    def __init__(self, image_channels: int, num_classes: int, *, width: int = 8) -> None:
+    def __init__(self, image_channels: int, num_classes: int, *, width: int = 8, stem_norm: bool = False) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width, 8 * width]
         stages = []
         previous = image_channels + num_classes
-        for channels in widths:
-            stages.append(_conv_block(previous, channels, norm="group"))
+        for stage, channels in enumerate(widths):
+            stages.append(_conv_block(previous, channels, norm="group" if stage > 0 or stem_norm else "none"))
             stages.append(nn.MaxPool2d(2))
             previous = channels
         self.features = nn.Sequential(*stages)
@@ -98,6 +103,14 @@ class QualityAwarenessModule(nn.Module):
         features = self.features(torch.cat([image, masks], dim=1))
         t = self.score(features).mean(dim=(1, 2, 3))  # (B,)
         return t, features.mean(dim=(2, 3))
+
+
+def qam_from_state(state: dict, image_channels: int, num_classes: int, *, width: int) -> QualityAwarenessModule:
+    """A QAM holding the weights ``state`` (its state_dict), with or without the first stage's
+    GroupNorms as the state has them (older checkpoints have them)."""
+    qam = QualityAwarenessModule(image_channels, num_classes, width=width, stem_norm="features.0.1.weight" in state)
+    qam.load_state_dict(state)
+    return qam
 
 
 def ocm_weights(t: torch.Tensor, *, mode: str, lam: float = 2.0) -> torch.Tensor:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from maskaudit.models import MODES, QualityAwarenessModule, UNet, ocm_weights
+from maskaudit.models import MODES, QualityAwarenessModule, UNet, ocm_weights, qam_from_state
 
 
 @pytest.mark.parametrize("out_channels", [1, 4])
@@ -40,6 +40,19 @@ def test_qam_score_of_a_sample_does_not_depend_on_its_batch():
     together = qam(images, masks)[0]
     alone = torch.cat([qam(images[i : i + 1], masks[i : i + 1])[0] for i in range(4)])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stem_norm", [False, True])
+def test_qam_from_state_rebuilds_either_architecture(stem_norm):
+    """Checkpoints from before the unnormalised first stage still load, and score as they did."""
+    torch.manual_seed(0)
+    saved = QualityAwarenessModule(1, 2, width=4, stem_norm=stem_norm).eval()
+    norms = [type(layer).__name__ for layer in saved.features[0]]
+    assert norms.count("GroupNorm") == (2 if stem_norm else 0)
+    assert sum(isinstance(layer, torch.nn.GroupNorm) for layer in saved.features[2]) == 2  # later stages keep theirs
+    loaded = qam_from_state(saved.state_dict(), 1, 2, width=4).eval()
+    images, masks = torch.rand(3, 1, 16, 16), torch.randint(0, 2, (3, 2, 16, 16)).float()
+    torch.testing.assert_close(loaded(images, masks)[0], saved(images, masks)[0])
 
 
 @pytest.mark.parametrize("mode", MODES)
