@@ -78,7 +78,7 @@ class QualityAwarenessModule(nn.Module):
     Four VGG stages (two 3x3 convolutions and a 2x2 max-pool each) end in a one-channel 1x1
     convolution and a global average pool: one raw score t per sample. GroupNorm keeps each
     sample's score independent of the rest of its batch. The first stage, at full resolution, is
-    not normalised unless ``stem_norm``: its GroupNorms were 40 % of the QAM's time on a CPU
+    not normalised unless ``stem_norm``: its GroupNorms took about a third of the QAM's time on a CPU
     (docs/BENCHMARKS.md, section 0.4); older checkpoints have them
     (:func:`qam_from_state` reads either).
 
