@@ -105,10 +105,15 @@ class QualityAwarenessModule(nn.Module):
         return t, features.mean(dim=(2, 3))
 
 
+def has_stem_norm(state: dict) -> bool:
+    """Whether a QAM state_dict has first-stage GroupNorms (written before the first stage lost them)."""
+    return "features.0.1.weight" in state
+
+
 def qam_from_state(state: dict, image_channels: int, num_classes: int, *, width: int) -> QualityAwarenessModule:
     """A QAM holding the weights ``state`` (its state_dict), with or without the first stage's
     GroupNorms as the state has them (older checkpoints have them)."""
-    qam = QualityAwarenessModule(image_channels, num_classes, width=width, stem_norm="features.0.1.weight" in state)
+    qam = QualityAwarenessModule(image_channels, num_classes, width=width, stem_norm=has_stem_norm(state))
     qam.load_state_dict(state)
     return qam
 

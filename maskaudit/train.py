@@ -28,7 +28,7 @@ from .mask_format import mask_format_of
 from .pages import read_chunks
 from .precision import autocast_dtype
 from .critic import corrupt_batch, critic_families, ranking_loss
-from .models import MODES, QualityAwarenessModule, UNet, ocm_weights
+from .models import MODES, QualityAwarenessModule, UNet, has_stem_norm, ocm_weights
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
@@ -656,10 +656,12 @@ def _restore(checkpoint_path, config, unet, qam, optimizer, history: TrainingHis
                 f"{checkpoint_path} was trained with other options ({', '.join(changed)}); "
                 "rerun with the same options, or with --overwrite instead of --resume to start again"
             )
-        if "samples" not in state["histories"]:
+        old_qam = qam is not None and has_stem_norm(state["training_networks"]["qam"] or {})
+        if "samples" not in state["histories"] or old_qam:
             raise CheckpointError(
-                f"{checkpoint_path} was written by an older maskaudit, whose training histories cannot be "
-                "resumed; start again with --overwrite instead of --resume"
+                f"{checkpoint_path} was written by an older maskaudit, whose "
+                f"{'QAM' if old_qam else 'training histories'} cannot be resumed; "
+                "start again with --overwrite instead of --resume"
             )
         saved = TrainingHistory.from_state(state["histories"])
         if tuple(state["classes"]) != classes or saved.num_samples != history.num_samples:

@@ -343,6 +343,19 @@ def test_a_checkpoint_with_dense_histories_is_refused_for_resume_in_one_line(tmp
         train(data, small_config(epochs=2), out_dir=tmp_path, resume=True)
 
 
+def test_a_checkpoint_whose_qam_has_first_stage_group_norms_is_refused_for_resume_in_one_line(tmp_path):
+    # before a64a73c the QAM's first stage had GroupNorms; today's QAM cannot continue those weights
+    data, _ = tiny_data(16)
+    config = small_config(epochs=1)
+    train(data, config, out_dir=tmp_path)
+    state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    old_qam = QualityAwarenessModule(state["image_channels"], len(state["classes"]), width=config.qam_width, stem_norm=True)
+    state["training_networks"]["qam"] = old_qam.state_dict()
+    torch.save(state, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="older maskaudit, whose QAM.*--overwrite"):
+        train(data, small_config(epochs=2), out_dir=tmp_path, resume=True)
+
+
 def test_resume_with_fewer_epochs_than_already_trained_is_refused(tmp_path):
     data, _ = tiny_data(16)
     train(data, small_config(epochs=3, early_stop=False), out_dir=tmp_path)
