@@ -25,7 +25,7 @@ from .evidence.segmenter import segmenter_evidence
 from .inference import predicted_masks, run_networks
 from .metrics import shape_descriptors
 from .pages import new_memmap, release_pages, return_freed_memory
-from .void import fill_void_batch
+from .void import drawn_as_given, fill_void_batch
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
@@ -106,9 +106,11 @@ def compute_signals(
         filled = fill_void_batch(given, valid)  # what the image evidence and the shapes read
         parts = _mask_signals(batch_images, given, filled, out.probabilities, out.qam_score, multilabel=multilabel,
                               valid=valid, pixel_mm=pixel_mm)
-        # the critic's t of the segmenter's whole mask: cut by the void pixels, which follow the given
-        # outline, a bad mask's band would carve its own shape into the prediction
+        # the critic's t of the segmenter's mask, not cut by the given void pixels (a bad mask's band would
+        # carve its own shape into it) but, where they are a border band, with one along its own outline
         predicted = predicted_masks(out.probabilities, multilabel=multilabel)
+        if valid is not None:
+            predicted = np.stack([drawn_as_given(*sample) for sample in zip(predicted, filled, valid)])
         t_prediction = _critic_scores(result.qam, batch_images, predicted, device=device)
         given_rows.put(out.start, parts | {"qam_prediction": t_prediction, "qam_features": out.qam_features,
                                            "bottleneck": out.bottleneck})

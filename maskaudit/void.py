@@ -7,7 +7,9 @@ void pixel the labels of the nearest labelled pixel puts the outline through the
 where the edge is; the segmenter's loss and the disagreement signals leave void pixels out instead.
 The label critic reads the masks as given (void as background), in training and in scoring: it
 learns the band as part of what a given mask looks like, and found 1-8 px errors far better so
-than from filled masks (docs/BENCHMARKS.md, section 4).
+than from filled masks (docs/BENCHMARKS.md, section 4). For the same reason the segmenter's mask,
+which the critic also scores, is drawn with a band along its own outline where the given mask's
+void is a band (:func:`drawn_as_given`): without one it is unlike every mask the critic learned.
 
 Shape key: b samples, K classes, S working resolution.
 """
@@ -17,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["fill_void", "fill_void_batch"]
+__all__ = ["drawn_as_given", "fill_void", "fill_void_batch", "outline_band"]
+
+BAND_SHARE = 0.8  # a sample's void is a border band when at least this share of it lies on the filled mask's outline
 
 
 def fill_void(masks: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -34,3 +38,26 @@ def fill_void_batch(masks: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     if valid is None:
         return masks
     return np.stack([fill_void(sample, sample_valid) for sample, sample_valid in zip(masks, valid)])
+
+
+def outline_band(masks: np.ndarray) -> np.ndarray:
+    """(S, S) bool: the pixels of masks (K, S, S) bool whose 3 x 3 neighbourhood holds another label,
+    i.e. about 1 px on each side of every outline (how benchmarks.void_labels draws a VOC band)."""
+    band = np.zeros(masks.shape[1:], bool)
+    for channel in masks:
+        band |= ndimage.maximum_filter(channel, size=3) != ndimage.minimum_filter(channel, size=3)
+    return band
+
+
+def drawn_as_given(masks: np.ndarray, filled: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Masks (K, S, S) bool, e.g. the segmenter's, drawn as the given mask is: where at least
+    BAND_SHARE of the given mask's void pixels (``valid`` (S, S) False) lie on the outline band of
+    its void-filled masks ``filled`` (K, S, S), a border band in the VOC manner, the pixels of the
+    outline band of ``masks`` become background; otherwise (no void, or void that is not a band,
+    such as an ignored region) ``masks`` as they are."""
+    void = ~valid
+    if not void.any() or void.all():
+        return masks
+    if (outline_band(filled) & void).sum() < BAND_SHARE * void.sum():
+        return masks
+    return masks & ~outline_band(masks)

@@ -9,7 +9,7 @@ import torch
 from maskaudit.critic import corrupt_batch
 from maskaudit.inference import run_networks
 from maskaudit.models import QualityAwarenessModule, UNet
-from maskaudit.void import fill_void, fill_void_batch
+from maskaudit.void import drawn_as_given, fill_void, fill_void_batch, outline_band
 
 
 def banded_square() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,3 +102,55 @@ def test_size_and_rims_compare_whole_structures_with_the_prediction():
     assert evidence["rim_disagreement"][0, 0] < 0.25  # 0.1 + 0.1 on the rims either side of the outline
     labelled_only = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None])
     assert labelled_only["size_ratio"][0, 0] < np.log(0.6)  # 36 labelled px against 64 predicted
+
+
+def test_the_segmenters_mask_gets_a_band_along_its_own_outline_where_the_given_void_is_a_band():
+    """The critic learned masks drawn with a VOC band; the segmenter's mask, which it also scores,
+    is drawn the same way, along its own outline (here a square shifted by 2 px), not the given one."""
+    given, valid, square = banded_square()
+    filled = fill_void(given, valid)
+    predicted = np.roll(square, 2, axis=1)[None]
+    drawn = drawn_as_given(predicted, filled, valid)
+    band = outline_band(predicted)
+    assert band[8, 5] and band[8, 6] and not band[8, 4] and not band[8, 7]  # 1 px either side of the outline
+    np.testing.assert_array_equal(drawn, predicted & ~band)
+    assert drawn[0, 5:11, 7:13].all() and not drawn[0, 4:12, 6].any()  # the band follows the prediction
+
+
+def test_a_prediction_is_left_whole_without_void_or_where_the_void_is_not_a_band():
+    given, valid, square = banded_square()
+    predicted = square[None]
+    assert drawn_as_given(predicted, given, np.ones_like(valid)) is predicted
+    ignored = np.ones_like(valid)
+    ignored[:3, :3] = False  # an ignored corner, away from every outline
+    assert drawn_as_given(predicted, fill_void(given, ignored), ignored) is predicted
+
+
+def test_the_critic_scores_the_segmenters_mask_drawn_with_the_band(monkeypatch):
+    """compute_signals hands the critic the prediction with a band along its outline on a band-void sample."""
+    import maskaudit.signals as signals_module
+    from maskaudit.dataset import DatasetIndex, Sample
+    from maskaudit.prepare import PreparedData
+    from maskaudit.train import TrainConfig, TrainResult
+
+    torch.manual_seed(0)
+    unet, qam = UNet(1, 1, width=4).eval(), QualityAwarenessModule(1, 1, width=4).eval()
+    given, valid, _ = banded_square()
+    images = np.random.default_rng(0).integers(0, 255, (2, 1, 16, 16), dtype=np.uint8)
+    samples = tuple(Sample(f"s{i}", Path(f"images/s{i}.png"), ()) for i in range(2))
+    index = DatasetIndex(root=Path("/nonexistent"), layout="B", classes=("square",), samples=samples, skipped=(),
+                         mask_suffix="")
+    void = np.stack([~valid, np.zeros_like(valid)]).astype(np.uint8)  # the second sample has no void
+    data = PreparedData(index, images, np.stack([given, given]).astype(np.uint8), np.full((2, 2), 16, np.int64), 16,
+                        void=void)
+    result = TrainResult(unet=unet, qam=qam, config=TrainConfig(size=16, width=4, qam_width=4))
+    square = np.zeros((1, 1, 16, 16), bool)
+    square[..., 4:12, 4:12] = True
+    monkeypatch.setattr(signals_module, "predicted_masks", lambda probabilities, multilabel: np.repeat(square, 2, 0))
+    scored = []
+    monkeypatch.setattr(signals_module, "_critic_scores",
+                        lambda qam, images, masks, device: scored.append(masks) or np.zeros(len(masks), np.float32))
+    signals_module.compute_signals(data, result)
+    prediction_masks = scored[0]
+    np.testing.assert_array_equal(prediction_masks[0], square[0] & ~outline_band(square[0]))
+    np.testing.assert_array_equal(prediction_masks[1], square[0])
