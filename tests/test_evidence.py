@@ -14,7 +14,7 @@ from maskaudit.evidence.image import (edge_misfit, edge_profile, gradient_magnit
 from maskaudit.evidence.scaling import fit_class_scale, worst_class
 from maskaudit.evidence.priors import fit_priors, prior_evidence
 from maskaudit.metrics import shape_descriptors
-from maskaudit.void import fill_void, fill_void_batch
+from maskaudit.void import fill_void, fill_void_batch, outline_band
 
 
 def disk_sample(radius: float = 14, size: int = 64, centre=(32, 32), noise: float = 4.0, seed: int = 0):
@@ -266,12 +266,15 @@ def test_the_critic_prefers_the_segmenters_mask_to_a_shifted_one():
     assert set(np.argsort(preference)[-2:]) == set(shifted)
     assert preference[shifted].min() > 0.02 > np.delete(preference, shifted).max()
 
-    # a VOC-style void band along the given outlines: the critic judges the segmenter's whole mask, never
-    # one carved by the band of a (possibly wrong) given outline
+    # a VOC-style void band along the given outlines: the critic judges the segmenter's mask with a band
+    # along its own outline, as the given masks are drawn, never one carved by the band of a (possibly
+    # wrong) given outline
     outline = np.stack([dilate(m[0], 1) & ~(~dilate(~m[0], 1)) for m in masks.astype(bool)])
     banded = PreparedData(index, images, masks.astype(np.uint8), np.full((16, 2), 64, np.int64), 64,
                           void=outline.astype(np.uint8))
     with_void = compute_signals(banded, result, batch_size=5)
-    np.testing.assert_allclose(with_void.qam_prediction, signals.qam_prediction)
+    drawn = np.stack([p & ~outline_band(p) for p in predicted])
+    expected = -np.abs(drawn.astype(float) - (images[:, :1] / 255.0 > 0.47)).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(with_void.qam_prediction, expected, atol=1e-6)
     preference = quality_scores(with_void).evidence["critic_prefers_prediction"]
     assert set(np.argsort(preference)[-2:]) == set(shifted)
