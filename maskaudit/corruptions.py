@@ -592,7 +592,24 @@ def random_corruption(
     that the critic does not learn one corruption's fingerprint. Returns ``(new_masks, detail)``;
     ``(masks, "")`` when nothing applies (an empty mask and no donor: K = 1, all empty).
     """
-    current, details = _as_masks(masks), []
+    out, detail, _ = family_corruption(masks, rng, families=families, classes=classes, donor=donor, second=second,
+                                       strength=strength)
+    return out, detail
+
+
+def family_corruption(
+    masks: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    families: Sequence[str] = CRITIC_FAMILIES,
+    classes: Sequence[str] | None = None,
+    donor: np.ndarray | None = None,
+    second: float = 0.25,
+    strength: str = "subtle",
+) -> tuple[np.ndarray, str, str]:
+    """:func:`random_corruption` that also names the family applied first: ``(new_masks, detail,
+    family)``, family ``""`` when nothing applies. The same draws from ``rng``, the same masks."""
+    current, details, first = _as_masks(masks), [], ""
     for round_ in range(2 if rng.random() < second else 1):
         options = list(families)
         rng.shuffle(options)
@@ -602,9 +619,9 @@ def random_corruption(
             except ValueError:
                 continue
             if not np.array_equal(out, current):
-                current, details = out, [*details, detail]
+                current, details, first = out, [*details, detail], first or family
                 break
-    return current, "; ".join(details)
+    return current, "; ".join(details), first
 
 
 # --------------------------------------------------------------------------- datasets

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .corruptions import CRITIC_FAMILIES, random_corruption
+from .corruptions import CRITIC_FAMILIES, family_corruption
 
 
 def critic_families(holdout: Sequence[str] = ()) -> tuple[str, ...]:
@@ -44,17 +44,32 @@ def corrupt_batch(
     masks (B, K, S, S) bool and (B,) bool, whether each differs from its given mask (False only
     where nothing applies, e.g. an empty one-class mask whose neighbour is empty too).
     """
+    corrupted, family = probe_batch(masks, rng, families=families, classes=classes, strength=strength)
+    return corrupted, family >= 0
+
+
+def probe_batch(
+    masks: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    families: Sequence[str] = CRITIC_FAMILIES,
+    classes: Sequence[str] | None = None,
+    strength: str = "probe",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`corrupt_batch` (the same draws, the same masks) that names each corruption's family:
+    returns the corrupted masks (B, K, S, S) bool and (B,) int8, the index in CRITIC_FAMILIES of the
+    family applied first (-1 where nothing applies)."""
     masks = np.asarray(masks, dtype=bool)
     corrupted = np.empty_like(masks)
-    changed = np.zeros(len(masks), bool)
+    family = np.full(len(masks), -1, np.int8)
     for i, given in enumerate(masks):
         donor = masks[(i + 1) % len(masks)]
-        corrupted[i], detail = random_corruption(
+        corrupted[i], _, name = family_corruption(
             given, rng, families=families, classes=classes, strength=strength,
             donor=donor if donor.any() and not np.array_equal(donor, given) else None,
         )
-        changed[i] = bool(detail)
-    return corrupted, changed
+        family[i] = CRITIC_FAMILIES.index(name) if name else -1
+    return corrupted, family
 
 
 def ranking_loss(t_given: torch.Tensor, t_corrupted: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:

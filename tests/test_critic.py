@@ -6,7 +6,7 @@ import torch
 from skimage.draw import disk as draw_disk
 
 from maskaudit.corruptions import CRITIC_FAMILIES, random_corruption
-from maskaudit.critic import corrupt_batch, critic_families, ranking_loss
+from maskaudit.critic import corrupt_batch, critic_families, probe_batch, ranking_loss
 from maskaudit.models import QualityAwarenessModule
 
 
@@ -39,6 +39,17 @@ def test_corrupt_batch_marks_what_could_not_be_corrupted():
     assert changed.tolist() == [True, True, False, False]
     assert np.array_equal(corrupted[2:], masks[2:])
     assert all(not np.array_equal(corrupted[i], masks[i]) for i in (0, 1))
+
+
+def test_probes_name_the_family_that_made_them_and_match_corrupt_batch():
+    _, masks = disks(6)
+    masks[5] = False  # empty, but its neighbour lends a mask: only 'foreign' or a blob applies
+    corrupted, changed = corrupt_batch(masks, np.random.default_rng(3), strength="probe")
+    probed, family = probe_batch(masks, np.random.default_rng(3))
+    assert np.array_equal(probed, corrupted) and np.array_equal(family >= 0, changed)
+    assert CRITIC_FAMILIES[family[5]] in ("foreign", "spurious")
+    _, eroded = probe_batch(masks[:5], np.random.default_rng(0), families=("erode",))
+    assert set(eroded.tolist()) == {CRITIC_FAMILIES.index("erode")}
 
 
 def test_unknown_holdout_families_are_refused():
