@@ -3,8 +3,8 @@
 Each family of evidence (:mod:`maskaudit.evidence`: segmenter disagreement, the label critic,
 image edges and contrast, dataset priors) gives per-sample numbers, higher = worse, for every
 given mask and for one synthetic corruption of it (a probe). The fusion learns on this dataset
-how to combine them (:mod:`maskaudit.evidence.fusion`); its output, the suspicion, orders the
-ranking. A Gaussian mixture on the suspicion then gives quality_score = P(label belongs to the
+how to combine them, one expert per corruption family (:mod:`maskaudit.evidence.fusion`); its
+output, the suspicion, orders the ranking. A Gaussian mixture on the suspicion then gives quality_score = P(label belongs to the
 clean component), so that 0.5 is a natural threshold; when the data show no second component (a
 clean dataset) it falls back to a tail probability, so only samples far from the rest drop
 below 0.5.
@@ -191,11 +191,12 @@ def quality_scores(signals: "Signals", *, seed: int = 0, store: Path | None = No
     probes = mask_evidence(fitted.probes, priors, class_scales, own=np.arange(len(reference)))
     informative = [name for name, values in given.items() if np.ptp(np.r_[values[reference], probes[name]]) > 0]
     fusion = fuse({name: given[name] for name in informative}, {name: probes[name] for name in informative},
-                  seed=seed, fit_rows=None if len(reference) == count else reference)
+                  seed=seed, fit_rows=None if len(reference) == count else reference,
+                  families=np.asarray(fitted.probes.family).astype(np.int64))
     share = bad_share(fusion)
     quality = quality_from_suspicion(fusion.suspicion, seed=seed, mixture=not share < CLEAN_BAD_SHARE)
     return Scores(quality=quality, suspicion=fusion.suspicion, evidence=given, fusion=fusion,
-                  self_check_auroc=self_check_auroc(fusion, quality >= 0.5), bad_share=share)
+                  self_check_auroc=self_check_auroc(fusion), bad_share=share)
 
 
 def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.ndarray, *,

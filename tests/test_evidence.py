@@ -128,8 +128,38 @@ def test_fusion_learns_which_evidence_separates_and_is_reproducible():
     assert np.array_equal(first.suspicion, second.suspicion)
     assert np.array_equal(first.probe_scores, second.probe_scores)
     assert first.weights["useful"] > 5 * first.weights["noise"] >= 0
-    assert 0.9 < self_check_auroc(first, np.ones(n, bool)) <= 1.0
+    assert 0.9 < self_check_auroc(first) <= 1.0
     assert np.corrcoef(first.suspicion, given["useful"])[0, 1] > 0.95
+
+
+def test_one_expert_per_probe_family_finds_masks_too_small_and_too_large():
+    """Erosions raise one feature and lower the other, dilations the reverse: no single model with
+    non-negative weights separates both from the given masks, an expert per family does."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(7)
+    n, m = 200, 200
+    bad = np.r_[np.zeros(160), np.ones(20), 2 * np.ones(20)]  # 20 eroded and 20 dilated given masks
+    shift = np.select([bad == 1, bad == 2], [1.0, -1.0], 0.0)
+    given = {"undersize": rng.normal(0, 1, n) + 3 * shift, "oversize": rng.normal(0, 1, n) - 3 * shift}
+    family = np.repeat([0, 1], m // 2)                      # probes: half eroded, half dilated
+    sign = np.where(family == 0, 1.0, -1.0)
+    probes = {"undersize": rng.normal(0, 1, m) + 3 * sign, "oversize": rng.normal(0, 1, m) - 3 * sign}
+    single, experts = fuse(given, probes, seed=0), fuse(given, probes, seed=0, families=family)
+    assert single.experts == 1 and experts.experts == 2
+    assert roc_auc_score(bad > 0, experts.suspicion) > 0.85 > 0.6 > roc_auc_score(bad > 0, single.suspicion)
+    assert self_check_auroc(experts) > 0.85 > 0.6 > self_check_auroc(single)
+    assert np.array_equal(fuse(given, probes, seed=0, families=family).suspicion, experts.suspicion)
+
+
+def test_small_probe_families_are_pooled_and_uncorrupted_probes_teach_no_expert():
+    from maskaudit.evidence.fusion import _expert_probes
+
+    family = np.r_[np.zeros(30), np.ones(6), 2 * np.ones(6), -np.ones(5)].astype(int)
+    groups = _expert_probes(family, len(family))
+    assert [int(g.sum()) for g in groups] == [30, 12]       # family 0 alone; 1 and 2 pooled; -1 in none
+    assert not any(g[-5:].any() for g in groups)
+    assert [int(g.sum()) for g in _expert_probes(None, 47)] == [47]
 
 
 def test_fusion_fitted_on_some_rows_scores_the_others_chunk_by_chunk(monkeypatch):
@@ -163,12 +193,15 @@ def test_fusion_weights_stay_non_negative_when_features_overlap():
     assert min(fusion.weights.values()) >= 0 and sum(fusion.weights.values()) > 0
 
 
-def test_the_self_check_leaves_out_given_masks_the_scan_believes_bad():
+def test_the_self_check_counts_given_masks_as_little_as_they_look_bad():
+    from sklearn.metrics import roc_auc_score
+
     rng = np.random.default_rng(1)
     clean, bad = rng.normal(0, 1, 90), rng.normal(4, 1, 30)  # 25 % of the given masks are bad
     fusion = fuse({"x": np.r_[clean, bad]}, {"x": rng.normal(4, 1, 120)}, seed=0)
-    believed_clean = np.r_[np.ones(90, bool), np.zeros(30, bool)]
-    assert self_check_auroc(fusion, believed_clean) > 0.95 > self_check_auroc(fusion, np.ones(120, bool))
+    every_given = roc_auc_score(np.r_[np.zeros(120), np.ones(120)], np.r_[fusion.suspicion, fusion.probe_scores])
+    clean_only = roc_auc_score(np.r_[np.zeros(90), np.ones(120)], np.r_[fusion.suspicion[:90], fusion.probe_scores])
+    assert abs(self_check_auroc(fusion) - clean_only) < 0.03 and every_given < clean_only - 0.1
     assert np.mean(fusion.suspicion[90:] > np.median(fusion.suspicion[:90])) > 0.95
 
 
@@ -186,7 +219,7 @@ def test_the_bad_share_is_near_zero_for_clean_masks_and_finds_a_population_of_ba
 
 def test_fusion_with_too_few_samples_falls_back_to_equal_weights():
     fusion = fuse({"a": np.arange(5.0), "b": np.arange(5.0)}, {"a": np.arange(5.0), "b": np.arange(5.0)})
-    assert np.isnan(self_check_auroc(fusion, np.ones(5, bool)))
+    assert np.isnan(self_check_auroc(fusion))
     assert fusion.weights == {"a": 0.5, "b": 0.5}
 
 
