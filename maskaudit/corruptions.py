@@ -573,27 +573,9 @@ def _critic_family(family: str, masks: np.ndarray, rng: np.random.Generator, cla
     return get_corruption(family)(masks, rng, classes=classes, donor=donor)
 
 
-def random_corruption(
-    masks: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    families: Sequence[str] = CRITIC_FAMILIES,
-    classes: Sequence[str] | None = None,
-    donor: np.ndarray | None = None,
-    second: float = 0.25,
-    strength: str = "subtle",
-) -> tuple[np.ndarray, str]:
-    """A random corruption of one sample's masks (K, H, W) that differs from them.
-
-    A family is drawn uniformly from those that apply (``swap`` needs two non-empty classes,
-    ``foreign`` a ``donor``; an empty mask can only gain a blob or a donor's mask), at a random
-    strength (``strength``: a key of :data:`STRENGTHS`); with probability ``second`` a second
-    family is applied on top (a mixture), so
-    that the critic does not learn one corruption's fingerprint. Returns ``(new_masks, detail)``;
-    ``(masks, "")`` when nothing applies (an empty mask and no donor: K = 1, all empty).
-    """
-    out, detail, _ = family_corruption(masks, rng, families=families, classes=classes, donor=donor, second=second,
-                                       strength=strength)
+def random_corruption(masks: np.ndarray, rng: np.random.Generator, **options) -> tuple[np.ndarray, str]:
+    """:func:`family_corruption` (same ``options``) without the family: ``(new_masks, detail)``."""
+    out, detail, _ = family_corruption(masks, rng, **options)
     return out, detail
 
 
@@ -607,8 +589,15 @@ def family_corruption(
     second: float = 0.25,
     strength: str = "subtle",
 ) -> tuple[np.ndarray, str, str]:
-    """:func:`random_corruption` that also names the family applied first: ``(new_masks, detail,
-    family)``, family ``""`` when nothing applies. The same draws from ``rng``, the same masks."""
+    """A random corruption of one sample's masks (K, H, W) that differs from them.
+
+    A family is drawn uniformly from those that apply (``swap`` needs two non-empty classes,
+    ``foreign`` a ``donor``; an empty mask can only gain a blob or a donor's mask), at a random
+    strength (``strength``: a key of :data:`STRENGTHS`); with probability ``second`` a second
+    family is applied on top (a mixture), so that the critic does not learn one corruption's
+    fingerprint. Returns ``(new_masks, detail, family)``, family the one applied first;
+    ``(masks, "", "")`` when nothing applies (an empty mask and no donor: K = 1, all empty).
+    """
     current, details, first = _as_masks(masks), [], ""
     for round_ in range(2 if rng.random() < second else 1):
         options = list(families)

@@ -29,22 +29,12 @@ def critic_families(holdout: Sequence[str] = ()) -> tuple[str, ...]:
     return tuple(family for family in CRITIC_FAMILIES if family not in holdout)
 
 
-def corrupt_batch(
-    masks: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    families: Sequence[str] = CRITIC_FAMILIES,
-    classes: Sequence[str] | None = None,
-    strength: str = "subtle",
-) -> tuple[np.ndarray, np.ndarray]:
-    """One random corruption of each mask in a batch (B, K, S, S) bool, at ``strength`` (see
-    :data:`maskaudit.corruptions.STRENGTHS`).
-
-    The donor of ``foreign`` is the next sample's mask in the batch. Returns the corrupted
-    masks (B, K, S, S) bool and (B,) bool, whether each differs from its given mask (False only
-    where nothing applies, e.g. an empty one-class mask whose neighbour is empty too).
-    """
-    corrupted, family = probe_batch(masks, rng, families=families, classes=classes, strength=strength)
+def corrupt_batch(masks: np.ndarray, rng: np.random.Generator, **options) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`probe_batch` (same ``options``; ``strength`` by default ``"subtle"``, the critic's
+    training strengths) that says only whether each mask changed: the corrupted masks (B, K, S, S)
+    bool and (B,) bool (False only where nothing applies, e.g. an empty one-class mask whose
+    neighbour is empty too)."""
+    corrupted, family = probe_batch(masks, rng, **{"strength": "subtle", **options})
     return corrupted, family >= 0
 
 
@@ -56,9 +46,10 @@ def probe_batch(
     classes: Sequence[str] | None = None,
     strength: str = "probe",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`corrupt_batch` (the same draws, the same masks) that names each corruption's family:
-    returns the corrupted masks (B, K, S, S) bool and (B,) int8, the index in CRITIC_FAMILIES of the
-    family applied first (-1 where nothing applies)."""
+    """One random corruption of each mask in a batch (B, K, S, S) bool, at ``strength`` (see
+    :data:`maskaudit.corruptions.STRENGTHS`); the donor of ``foreign`` is the next sample's mask.
+    Returns the corrupted masks (B, K, S, S) bool and (B,) int8, the index in CRITIC_FAMILIES of
+    the family applied first (-1 where nothing applies)."""
     masks = np.asarray(masks, dtype=bool)
     corrupted = np.empty_like(masks)
     family = np.full(len(masks), -1, np.int8)
