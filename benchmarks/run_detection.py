@@ -64,7 +64,7 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
     out_dir = runs / f"{name}-{int(fraction * 100)}pct-scan"
     train_config = TrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, precision=args.precision, flips=args.flips,
                                critic_holdout=tuple(args.critic_holdout), critic_share=args.critic_share,
-                               size=args.size)
+                               size=args.size, qam_width=args.qam_width)
     started = time.perf_counter()
     result = scan(corrupted, out_dir, ScanConfig(train=train_config, overwrite=True, report=False), progress=args.progress)
     scan_seconds = time.perf_counter() - started
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.4])
     parser.add_argument("--epochs", type=int, default=None, help="default: maskaudit's default for the dataset size")
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--qam-width", type=int, default=TrainConfig.qam_width, help="the QAM's first-stage width")
     parser.add_argument("--size", type=int, default=TrainConfig.size, help="working resolution (scan --size)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--folds", type=int, nargs="+", default=[5, 2],
