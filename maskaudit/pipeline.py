@@ -390,6 +390,7 @@ def self_check(scores, signals) -> dict[str, object]:
         "segmenter_median_dice": round(median_dice, 4),
         "summary": sentence,
         "fusion_weights": {name: round(weight, 4) for name, weight in top},
+        "fusion_experts": scores.fusion.experts,
     }
 
 

@@ -183,6 +183,30 @@ def test_fusion_fitted_on_some_rows_scores_the_others_chunk_by_chunk(monkeypatch
     assert np.corrcoef(sampled.suspicion, everything.suspicion)[0, 1] > 0.98
 
 
+def test_experts_fitted_on_some_rows_score_the_others_as_they_score_those_rows():
+    """A volume scan's sampled fit with one expert per family: the rows fitted on get the scores of a
+    fusion of those rows alone, and the others the same experts' log mean odds."""
+    import maskaudit.evidence.fusion as fusion_module
+
+    rng = np.random.default_rng(9)
+    n, m = 500, 240
+    given = {"small": rng.normal(0, 1, n), "large": rng.normal(0, 1, n)}
+    family = np.repeat([0, 1], m // 2)
+    sign = np.where(family == 0, 1.0, -1.0)
+    probes = {"small": rng.normal(0, 1, m) + 3 * sign, "large": rng.normal(0, 1, m) - 3 * sign}
+    rows = np.sort(rng.choice(n, 200, replace=False))
+    sampled = fuse(given, probes, seed=2, fit_rows=rows, families=family)
+    alone = fuse({k: v[rows] for k, v in given.items()}, probes, seed=2, families=family)
+    assert sampled.experts == 2 and np.array_equal(sampled.suspicion[rows], alone.suspicion)
+    centre, scale = fusion_module._robust_scale(fusion_module._matrix(given, ("small", "large"), rows))
+    x = fusion_module._standardise(fusion_module._matrix(given, ("small", "large")), centre, scale)
+    experts = fusion_module._learn_experts(x[rows], fusion_module._standardise(
+        fusion_module._matrix(probes, ("small", "large")), centre, scale),
+        fusion_module._expert_probes(family, m), seed=2)[0]
+    others = np.setdiff1d(np.arange(n), rows)
+    assert np.allclose(sampled.suspicion[others], experts.decision_function(x[others]))
+
+
 def test_fusion_weights_stay_non_negative_when_features_overlap():
     """Two copies of one useful feature: a free logistic fit may trade them against each other."""
     rng = np.random.default_rng(2)

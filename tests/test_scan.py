@@ -92,6 +92,7 @@ def test_the_self_check_is_recorded_and_shown(scanned):
     assert 0.5 < check["estimated_auroc"] <= 1.0  # the planted errors are gross: probes are easy to tell apart
     assert 0.0 <= check["segmenter_median_dice"] <= 1.0
     assert {"critic", "disagreement", "edge_misfit", "presence_surprise"} <= set(check["fusion_weights"])
+    assert 1 <= check["fusion_experts"] <= 11  # one per corruption family with 10 probes, and one pooled
     assert check["summary"].endswith(".")
     html = (out / "report.html").read_text()
     assert "Self-check" in html and check["summary"] in html
