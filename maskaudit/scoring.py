@@ -4,10 +4,10 @@ Each family of evidence (:mod:`maskaudit.evidence`: segmenter disagreement, the 
 image edges and contrast, dataset priors) gives per-sample numbers, higher = worse, for every
 given mask and for one synthetic corruption of it (a probe). The fusion learns on this dataset
 how to combine them, one expert per corruption family (:mod:`maskaudit.evidence.fusion`); its
-output, the suspicion, orders the ranking. A Gaussian mixture on the suspicion then gives quality_score = P(label belongs to the
-clean component), so that 0.5 is a natural threshold; when the data show no second component (a
-clean dataset) it falls back to a tail probability, so only samples far from the rest drop
-below 0.5.
+output, the suspicion, orders the ranking. A Gaussian mixture on the suspicion then gives
+quality_score = P(label belongs to the clean component), so that 0.5 is a natural threshold; when
+the data show no second component (a clean dataset) it falls back to a tail probability, so only
+samples far from the rest drop below 0.5.
 
 Shape key: N samples, K classes, E epochs.
 """
