@@ -207,6 +207,18 @@ def test_experts_fitted_on_some_rows_score_the_others_as_they_score_those_rows()
     assert np.allclose(sampled.suspicion[others], experts.decision_function(x[others]))
 
 
+def test_the_fusion_penalty_gives_way_to_more_samples():
+    """The ridge penalty is a prior worth a fixed number of samples: four times the same evidence
+    (a dataset four times larger) lets the weights grow towards the unpenalised fit."""
+    rng = np.random.default_rng(4)
+    given = {"a": rng.normal(0, 1, 60), "b": rng.normal(0, 1, 60)}
+    probes = {"a": rng.normal(1.5, 1, 60), "b": rng.normal(1.0, 1, 60)}
+    larger = fuse({k: np.tile(v, 4) for k, v in given.items()}, {k: np.tile(v, 4) for k, v in probes.items()}, seed=0)
+    small = fuse(given, probes, seed=0)
+    assert sum(larger.weights.values()) > 1.5 * sum(small.weights.values())
+    assert larger.weights["a"] > larger.weights["b"] > 0
+
+
 def test_fusion_weights_stay_non_negative_when_features_overlap():
     """Two copies of one useful feature: a free logistic fit may trade them against each other."""
     rng = np.random.default_rng(2)

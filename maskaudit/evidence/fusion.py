@@ -32,7 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 FOLDS = 5
 MIN_PER_CLASS = 10   # fewer probes or given masks than this: no learned fusion (equal weights)
 SCORE_CHUNK = 16_384  # given masks scored at a time beyond the fitted rows
-L2 = 0.3             # ridge penalty on the weights (the sample weights sum to 1): spreads weight over overlapping evidence
+RIDGE = 25.0         # ridge penalty on the weights, in samples: spreads weight over overlapping evidence, and more data outweighs it
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,17 @@ class _Linear:
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> _Linear:
-    """Class-balanced logistic regression with non-negative weights and a small ridge penalty."""
+    """Class-balanced logistic regression with non-negative weights and a ridge penalty that shrinks
+    as rows are added (RIDGE / rows: the sample weights sum to 1)."""
+    penalty = RIDGE / len(y)
     sample_weight = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
     sign = 2 * y - 1
 
     def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
         margin = sign * (x @ params[:-1] + params[-1])
-        value = np.sum(sample_weight * np.logaddexp(0, -margin)) + 0.5 * L2 * params[:-1] @ params[:-1]
+        value = np.sum(sample_weight * np.logaddexp(0, -margin)) + 0.5 * penalty * params[:-1] @ params[:-1]
         slope = -sample_weight * sign / (1 + np.exp(np.clip(margin, -50, 50)))
-        gradient = np.r_[x.T @ slope + L2 * params[:-1], slope.sum()]
+        gradient = np.r_[x.T @ slope + penalty * params[:-1], slope.sum()]
         return value, gradient
 
     bounds = [(0, None)] * x.shape[1] + [(None, None)]
