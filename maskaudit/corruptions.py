@@ -50,7 +50,7 @@ True
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -573,6 +573,18 @@ def _critic_family(family: str, masks: np.ndarray, rng: np.random.Generator, cla
     return get_corruption(family)(masks, rng, classes=classes, donor=donor)
 
 
+def _family_order(families: Sequence[str], rng: np.random.Generator,
+                  weights: Mapping[str, float] | None) -> list[str]:
+    """``families`` in random order: a uniform shuffle, or, with ``weights``, each next family drawn
+    in proportion to its weight among those left."""
+    options = list(families)
+    if weights is None:
+        rng.shuffle(options)
+        return options
+    share = np.array([float(weights.get(family, 1.0)) for family in options])
+    return [options[i] for i in rng.choice(len(options), len(options), replace=False, p=share / share.sum())]
+
+
 def random_corruption(masks: np.ndarray, rng: np.random.Generator, **options) -> tuple[np.ndarray, str]:
     """:func:`family_corruption` (same ``options``) without the family: ``(new_masks, detail)``."""
     out, detail, _ = family_corruption(masks, rng, **options)
@@ -588,21 +600,21 @@ def family_corruption(
     donor: np.ndarray | None = None,
     second: float = 0.25,
     strength: str = "subtle",
+    weights: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, str, str]:
     """A random corruption of one sample's masks (K, H, W) that differs from them.
 
-    A family is drawn uniformly from those that apply (``swap`` needs two non-empty classes,
-    ``foreign`` a ``donor``; an empty mask can only gain a blob or a donor's mask), at a random
-    strength (``strength``: a key of :data:`STRENGTHS`); with probability ``second`` a second
-    family is applied on top (a mixture), so that the critic does not learn one corruption's
-    fingerprint. Returns ``(new_masks, detail, family)``, family the one applied first;
-    ``(masks, "", "")`` when nothing applies (an empty mask and no donor: K = 1, all empty).
+    A family is drawn uniformly (or in proportion to ``weights``, 1 for a family not named) from
+    those that apply (``swap`` needs two non-empty classes, ``foreign`` a ``donor``; an empty mask
+    can only gain a blob or a donor's mask), at a random strength (``strength``: a key of
+    :data:`STRENGTHS`); with probability ``second`` a second family is applied on top (a mixture),
+    so that the critic does not learn one corruption's fingerprint. Returns ``(new_masks, detail,
+    family)``, family the one applied first; ``(masks, "", "")`` when nothing applies (an empty
+    mask and no donor: K = 1, all empty).
     """
     current, details, first = _as_masks(masks), [], ""
     for round_ in range(2 if rng.random() < second else 1):
-        options = list(families)
-        rng.shuffle(options)
-        for family in options:
+        for family in _family_order(families, rng, weights):
             try:
                 out, detail = _critic_family(family, current, rng, classes, donor, STRENGTHS[strength])
             except ValueError:

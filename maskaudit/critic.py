@@ -12,13 +12,19 @@ Shape key: B batch, K classes, S working resolution.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .corruptions import CRITIC_FAMILIES, family_corruption
+
+
+#: How often each family is drawn for the critic's training pairs, relative to 1 for the others.
+#: Erosions and dilations are the subtlest errors and the commonest real ones; at uniform odds the
+#: critic of a weak-edged set (DDTI) hardly saw a 5-13 px erosion (docs/BENCHMARKS.md, section 0.0000000).
+CRITIC_FAMILY_WEIGHTS = {"erode": 2.5, "dilate": 2.5}
 
 
 def critic_families(holdout: Sequence[str] = ()) -> tuple[str, ...]:
@@ -30,11 +36,11 @@ def critic_families(holdout: Sequence[str] = ()) -> tuple[str, ...]:
 
 
 def corrupt_batch(masks: np.ndarray, rng: np.random.Generator, **options) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`probe_batch` (same ``options``; ``strength`` by default ``"subtle"``, the critic's
-    training strengths) that says only whether each mask changed: the corrupted masks (B, K, S, S)
-    bool and (B,) bool (False only where nothing applies, e.g. an empty one-class mask whose
-    neighbour is empty too)."""
-    corrupted, family = probe_batch(masks, rng, **{"strength": "subtle", **options})
+    """:func:`probe_batch` (same ``options``; by default ``strength`` ``"subtle"`` and ``weights``
+    CRITIC_FAMILY_WEIGHTS, the critic's training draws) that says only whether each mask changed:
+    the corrupted masks (B, K, S, S) bool and (B,) bool (False only where nothing applies, e.g. an
+    empty one-class mask whose neighbour is empty too)."""
+    corrupted, family = probe_batch(masks, rng, **{"strength": "subtle", "weights": CRITIC_FAMILY_WEIGHTS, **options})
     return corrupted, family >= 0
 
 
@@ -45,18 +51,19 @@ def probe_batch(
     families: Sequence[str] = CRITIC_FAMILIES,
     classes: Sequence[str] | None = None,
     strength: str = "probe",
+    weights: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One random corruption of each mask in a batch (B, K, S, S) bool, at ``strength`` (see
-    :data:`maskaudit.corruptions.STRENGTHS`); the donor of ``foreign`` is the next sample's mask.
-    Returns the corrupted masks (B, K, S, S) bool and (B,) int8, the index in CRITIC_FAMILIES of
-    the family applied first (-1 where nothing applies)."""
+    :data:`maskaudit.corruptions.STRENGTHS`), families drawn uniformly or by ``weights``; the donor
+    of ``foreign`` is the next sample's mask. Returns the corrupted masks (B, K, S, S) bool and
+    (B,) int8, the index in CRITIC_FAMILIES of the family applied first (-1 where nothing applies)."""
     masks = np.asarray(masks, dtype=bool)
     corrupted = np.empty_like(masks)
     family = np.full(len(masks), -1, np.int8)
     for i, given in enumerate(masks):
         donor = masks[(i + 1) % len(masks)]
         corrupted[i], _, name = family_corruption(
-            given, rng, families=families, classes=classes, strength=strength,
+            given, rng, families=families, classes=classes, strength=strength, weights=weights,
             donor=donor if donor.any() and not np.array_equal(donor, given) else None,
         )
         family[i] = CRITIC_FAMILIES.index(name) if name else -1

@@ -44,12 +44,21 @@ def test_corrupt_batch_marks_what_could_not_be_corrupted():
 def test_probes_name_the_family_that_made_them_and_match_corrupt_batch():
     _, masks = disks(6)
     masks[5] = False  # empty, but its neighbour lends a mask: only 'foreign' or a blob applies
-    corrupted, changed = corrupt_batch(masks, np.random.default_rng(3), strength="probe")
+    corrupted, changed = corrupt_batch(masks, np.random.default_rng(3), strength="probe", weights=None)
     probed, family = probe_batch(masks, np.random.default_rng(3))
     assert np.array_equal(probed, corrupted) and np.array_equal(family >= 0, changed)
     assert CRITIC_FAMILIES[family[5]] in ("foreign", "spurious")
     _, eroded = probe_batch(masks[:5], np.random.default_rng(0), families=("erode",))
     assert set(eroded.tolist()) == {CRITIC_FAMILIES.index("erode")}
+
+
+def test_family_weights_set_how_often_each_family_is_drawn():
+    _, masks = disks(40)
+    families = ("erode", "dilate", "shift", "delete")
+    uniform = probe_batch(masks, np.random.default_rng(0), families=families)[1]
+    weighted = probe_batch(masks, np.random.default_rng(0), families=families, weights={"erode": 6.0})[1]
+    eroded = CRITIC_FAMILIES.index("erode")
+    assert (uniform == eroded).sum() < 16 < (weighted == eroded).sum()  # about 10 of 40 against 27
 
 
 def test_unknown_holdout_families_are_refused():
