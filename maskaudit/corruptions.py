@@ -575,11 +575,17 @@ def _critic_family(family: str, masks: np.ndarray, rng: np.random.Generator, cla
 
 def _family_order(families: Sequence[str], rng: np.random.Generator,
                   weights: Mapping[str, float] | None) -> list[str]:
-    """``families`` in random order: a uniform shuffle, or, with ``weights``, each next family drawn
-    in proportion to its weight among those left."""
+    """``families`` in random order: a uniform shuffle, or, with ``weights`` (>= 0, 1 for a family
+    not named, 0 never drawn), each next family drawn in proportion to its weight among those left."""
     options = list(families)
     if weights is None:
         rng.shuffle(options)
+        return options
+    unknown = sorted(set(weights) - set(CRITIC_FAMILIES))
+    if unknown or min(weights.values(), default=1.0) < 0:
+        raise ValueError(f"family weights must be >= 0 and name families of {CRITIC_FAMILIES}, got {dict(weights)}")
+    options = [family for family in options if weights.get(family, 1.0) > 0]  # weight 0: never drawn
+    if not options:
         return options
     share = np.array([float(weights.get(family, 1.0)) for family in options])
     return [options[i] for i in rng.choice(len(options), len(options), replace=False, p=share / share.sum())]

@@ -59,6 +59,10 @@ def test_family_weights_set_how_often_each_family_is_drawn():
     weighted = probe_batch(masks, np.random.default_rng(0), families=families, weights={"erode": 6.0})[1]
     eroded = CRITIC_FAMILIES.index("erode")
     assert (uniform == eroded).sum() < 16 < (weighted == eroded).sum()  # about 10 of 40 against 27
+    never = probe_batch(masks, np.random.default_rng(0), families=families, weights={"erode": 0.0})[1]
+    assert eroded not in never.tolist()
+    with pytest.raises(ValueError, match="family weights"):
+        probe_batch(masks, np.random.default_rng(0), weights={"erdoe": 2.0})
 
 
 def test_unknown_holdout_families_are_refused():

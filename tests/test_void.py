@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskaudit.critic import corrupt_batch
+from maskaudit.critic import probe_batch
 from maskaudit.inference import run_networks
 from maskaudit.models import QualityAwarenessModule, UNet
 from maskaudit.void import drawn_as_given, fill_void, fill_void_batch, outline_band
@@ -69,7 +69,7 @@ def test_the_critic_reads_the_masks_as_given_and_the_probes_corrupt_them(monkeyp
     (raw,) = run_networks(images, masks, unet, qam, multilabel=True)
     np.testing.assert_allclose(signals.qam_score, raw.qam_score, rtol=1e-5)
     (given_masks, given_filled), (probe_masks, probe_filled) = seen
-    expected, _ = corrupt_batch(masks > 0, np.random.default_rng([0, 0]), classes=("square",), strength="probe")
+    expected, _ = probe_batch(masks > 0, np.random.default_rng([0, 0]), classes=("square",))
     np.testing.assert_array_equal(probe_masks, expected)  # corruptions of the masks as given, not filled
     np.testing.assert_array_equal(probe_filled, fill_void_batch(probe_masks, np.stack([valid, valid])))
     np.testing.assert_array_equal(given_filled, fill_void_batch(given_masks, np.stack([valid, valid])))

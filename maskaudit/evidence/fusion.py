@@ -32,7 +32,8 @@ from sklearn.model_selection import StratifiedKFold
 FOLDS = 5
 MIN_PER_CLASS = 10   # fewer probes or given masks than this: no learned fusion (equal weights)
 SCORE_CHUNK = 16_384  # given masks scored at a time beyond the fitted rows
-RIDGE = 25.0         # ridge penalty on the weights, in samples: spreads weight over overlapping evidence, and more data outweighs it
+RIDGE = 25.0         # ridge penalty on the weights, worth this many rows: spreads weight over overlapping
+                     # evidence, and a larger dataset outweighs it
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ class _Linear:
 
 def _fit(x: np.ndarray, y: np.ndarray) -> _Linear:
     """Class-balanced logistic regression with non-negative weights and a ridge penalty that shrinks
-    as rows are added (RIDGE / rows: the sample weights sum to 1)."""
-    penalty = RIDGE / len(y)
+    as rows are added: RIDGE / rows (the sample weights sum to 1; the rows are the given masks and
+    this expert's probes, four fifths of them within a fold)."""
+    penalty = RIDGE / max(len(y), 1)
     sample_weight = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
     sign = 2 * y - 1
 
