@@ -581,9 +581,6 @@ def _family_order(families: Sequence[str], rng: np.random.Generator,
     if weights is None:
         rng.shuffle(options)
         return options
-    unknown = sorted(set(weights) - set(CRITIC_FAMILIES))
-    if unknown or min(weights.values(), default=1.0) < 0:
-        raise ValueError(f"family weights must be >= 0 and name families of {CRITIC_FAMILIES}, got {dict(weights)}")
     options = [family for family in options if weights.get(family, 1.0) > 0]  # weight 0: never drawn
     if not options:
         return options
@@ -618,6 +615,8 @@ def family_corruption(
     family)``, family the one applied first; ``(masks, "", "")`` when nothing applies (an empty
     mask and no donor: K = 1, all empty).
     """
+    if weights is not None and (set(weights) - set(CRITIC_FAMILIES) or min(weights.values(), default=1.0) < 0):
+        raise ValueError(f"family weights must be >= 0 and name families of {CRITIC_FAMILIES}, got {dict(weights)}")
     current, details, first = _as_masks(masks), [], ""
     for round_ in range(2 if rng.random() < second else 1):
         for family in _family_order(families, rng, weights):
