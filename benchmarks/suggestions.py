@@ -105,14 +105,14 @@ def evaluate(name: str, corrupted: Path, out_dir: Path, *, unflagged: bool, prog
     corrupted_positions = {i for i, sample in enumerate(index.samples) if truth[sample.id][0]}
     positions = sorted(flagged | corrupted_positions if unflagged else flagged)
     priors = class_priors(data.masks, features["dice_per_class"], quality >= options["threshold"])
-    unet, _ = load_segmenter(out_dir / "model.pt")
+    unet, state = load_segmenter(out_dir / "model.pt")
     multilabel = index.multilabel
     outcomes = []
-    for position, _, probabilities in predict_probabilities(data, unet, positions, progress=progress,
-                                                            description="suggest"):
+    for position, _, probabilities in predict_probabilities(data, unet, positions, progress=progress, description="suggest",
+                                                            precision=state["config"].get("precision", "auto")):
         sample_id = index.samples[position].id
-        _, given = load_original(index, sample_id)
-        _, clean = load_original(source, sample_id)
+        _, given, _ = load_original(index, sample_id)
+        _, clean, _ = load_original(source, sample_id)
         predicted = predicted_masks(probabilities, multilabel=multilabel)
         suggestion = suggest_masks(given, predicted, probabilities, priors, multilabel=multilabel)
         corrupted_, kind = truth[sample_id]
