@@ -32,6 +32,7 @@ from .models import MODES, QualityAwarenessModule, UNet, has_stem_norm, ocm_weig
 
 if TYPE_CHECKING:
     from .prepare import PreparedData
+    from .refit import KeptSampler
     from .sampling import SliceSampler
 
 CHECKPOINT_NAME = "model.pt"
@@ -398,7 +399,9 @@ def train(
     progress: bool = False,
     group: ProcessGroup = ProcessGroup(),
     on_epoch_end: "Callable[[int, UNet, QualityAwarenessModule | None, TrainingHistory], None] | None" = None,
-    sampler: "SliceSampler | None" = None,
+    sampler: "SliceSampler | KeptSampler | None" = None,
+    initial: UNet | None = None,
+    description: str = "train",
 ) -> TrainResult:
     """Train the U-Net and the QAM jointly on ``data``, checkpointing to ``out_dir/model.pt`` each epoch.
 
@@ -413,7 +416,9 @@ def train(
     ``on_epoch_end(epoch, unet, qam, history)``, if given, is called after every epoch (0-based) with
     the weight-averaged networks a run stopped there would return and the TrainingHistory of the
     epochs so far. With a ``sampler`` each epoch trains on the slices it draws (and lasts
-    ``sampler.epochs`` epochs by default), and the history keeps only the slices drawn.
+    ``sampler.epochs`` epochs by default), and the history keeps only the slices drawn. With an
+    ``initial`` U-Net (unchanged) the segmenter starts from its weights (maskaudit.refit); ``description``
+    names the progress bar.
     Raises TrainingError when the loss stops being finite, CheckpointError for a bad checkpoint.
     """
     import time
@@ -434,6 +439,8 @@ def train(
     limit = math.ceil(EXTENSION_LIMIT * budget) if adaptive else budget
     epochs = budget
     unet, qam = build_models(image_channels, num_classes, multilabel=multilabel, config=config)
+    if initial is not None:
+        unet.load_state_dict(initial.state_dict())
     unet.to(device)
     parameters = list(unet.parameters())
     if qam is not None:
@@ -478,7 +485,7 @@ def train(
     elif adaptive:
         epochs = epochs_after(history, budget, limit, present)  # a resumed run past its budget
     stored_format = mask_format_of(data.index).as_dict() if checkpoint_path is not None and group.is_main else None
-    bar = tqdm(desc="train", unit="epoch", disable=not (progress and group.is_main), initial=first_epoch, total=epochs)
+    bar = tqdm(desc=description, unit="epoch", disable=not (progress and group.is_main), initial=first_epoch, total=epochs)
     epoch = first_epoch
     while epoch < epochs:  # ``epochs`` may grow at an epoch's end (epochs_after)
         unet.train()
