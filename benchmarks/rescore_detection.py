@@ -31,7 +31,7 @@ from maskaudit.train import TrainConfig, TrainResult, recalibrate_batchnorm
 
 def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict:
     """Detection report and self-check of ``scan_dir``'s networks on ``dataset`` with today's scoring."""
-    unet, state = load_segmenter(scan_dir / "model.pt")
+    unet, state = load_segmenter(scan_dir / "model.pt", refit=False)  # the network that scored
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{key: (tuple(value) if isinstance(value, list) else value)
                             for key, value in state["config"].items() if key in fields})

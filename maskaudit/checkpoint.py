@@ -59,3 +59,14 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != "maskaudit-checkpoint-1":
         raise CheckpointError(f"{path} is not a maskaudit checkpoint")
     return state
+
+
+def add_refit(path: Path, unet, info: dict) -> None:
+    """Store a refitted U-Net (maskaudit.refit) beside the trained networks of the checkpoint at ``path``
+    (key ``refit_unet``, what it was trained on under ``refit``); ``unet`` None removes a stored one.
+    The trained networks, which scored the masks and which --resume continues, are left as they are."""
+    state = load_checkpoint(path)
+    state["refit_unet"] = unet.state_dict() if unet is not None else None
+    state["refit"] = info if unet is not None else None
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)

@@ -113,6 +113,9 @@ def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | s
               help="Replace an earlier run in --out: its results, suggested/ and model.pt are deleted first.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="After scoring, train the segmenter a few epochs more on the masks not flagged; that "
+                   "segmenter suggests corrections and is the one `predict` uses (2-D datasets).")
 @click.option("--axis", type=click.IntRange(0, 2), default=None,
               help="Volumes: voxel axis to audit slice by slice. Default: the axis with the largest spacing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -120,7 +123,7 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: in
          lam: float, size: int, width: int,
          batch_size: int, lr: float, epochs: int | None, early_stop: bool, seed: int, device: str, flips: bool,
          augment: bool, precision: str, workers: int | None, threshold: float, top: int | None, suspects_only: bool, overwrite: bool, resume: bool, report: bool,
-         axis: int | None, quiet: bool) -> None:
+         refit: bool, axis: int | None, quiet: bool) -> None:
     """Train on DATASET, score every mask and write the ranked suspects to --out."""
     from .pipeline import ScanConfig, scan as run_scan
     from .train import TrainConfig, resolve_device
@@ -133,7 +136,7 @@ def scan(dataset: Path, out_dir: Path, mask_suffix: str | None, ignore_value: in
                                    augment=augment, precision=precision, early_stop=early_stop, workers=workers)
         config = ScanConfig(train=train_config, mask_suffix=mask_suffix, ignore_value=ignore_value,
                             threshold=threshold, top=top, suspects_only=suspects_only, overwrite=overwrite,
-                            resume=resume, report=report, axis=axis)
+                            resume=resume, report=report, axis=axis, refit=refit)
         result = run_scan(dataset, out_dir, config, progress=not quiet)
     except MaskauditError as error:
         _fail(error)

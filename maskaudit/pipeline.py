@@ -1,4 +1,4 @@
-"""``scan``: load -> train -> score -> cluster -> diagnose -> export -> report, in one call that never prints."""
+"""``scan``: load -> train -> score -> cluster -> refit -> diagnose -> export -> report, in one call that never prints."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class ScanConfig:
     report: bool = True
     max_report_samples: int = 2000  # samples with images in the report (the rest are listed)
     axis: int | None = None         # volumes: voxel axis to slice along; None = the through-plane axis by spacing
+    refit: bool = True              # 2-D: train the segmenter on the kept masks before it suggests (maskaudit.refit)
 
 
 @dataclass
@@ -172,6 +173,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     return_freed_memory()  # what scoring and clustering freed, before the export allocates its own
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
+    refit_record: dict[str, object] = {"skipped": "volume datasets are not refitted"}
     if volume_data is not None:
         from .volume_results import SlicePictures, rank_cases, report_slices, write_slices_csv
 
@@ -187,8 +189,11 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         def visuals(key: str):  # a case is shown through its worst slice, and a flagged slice by its id
             return pictures(position_of[key] if key in position_of else data.index.samples.position(key))
     else:
+        segmenter, refit_record = _refit(data, result, scores.quality, config, out_dir, device=train_config.device,
+                                         progress=progress)
+        seconds["refit"], clock = time.perf_counter() - clock, time.perf_counter()
         rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress,
-                                  annotation_ids=source.annotation_ids, reader=source.reader)
+                                  annotation_ids=source.annotation_ids, reader=source.reader, segmenter=segmenter)
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
         report_index = data.index
         flagged = {}
@@ -216,7 +221,8 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         )
         seconds["report"] = time.perf_counter() - clock
     _write_run_json(out_dir, data, config, result, clusters, check, seconds, group, report_id=run_id, source=source,
-                    volume_data=volume_data, slices_per_epoch=None if sampler is None else sampler.draws)
+                    volume_data=volume_data, slices_per_epoch=None if sampler is None else sampler.draws,
+                    refit=refit_record)
     if store is not None:  # features.npz holds them now
         shutil.rmtree(store, ignore_errors=True)
     return ScanResult(rows=rows, out_dir=out_dir, stage_seconds=seconds)
@@ -235,9 +241,30 @@ def _prepare(source: DatasetSource, config: ScanConfig, cache_dir: Path, *, prog
     return volume_data.data, volume_data
 
 
+def _refit(data: PreparedData, result: TrainResult, quality: np.ndarray, config: ScanConfig, out_dir: Path, *,
+           device: str, progress: bool):
+    """The U-Net that suggests masks and predicts, and run.json's record of how it was made: the
+    scan's U-Net refitted on the kept masks and stored in model.pt (maskaudit.refit), or the scan's own."""
+    from .checkpoint import add_refit
+    from .refit import refit_segmenter, refit_skip_reason
+
+    reason = "--no-refit" if not config.refit else refit_skip_reason(quality, config.threshold,
+                                                                      result.config.batch_size)
+    checkpoint = out_dir / CHECKPOINT_NAME
+    if reason is not None:
+        add_refit(checkpoint, None, {})  # a resumed run's model.pt may hold the refit of an earlier scoring
+        return result.unet, {"skipped": reason}
+    refit = refit_segmenter(data, result, np.flatnonzero(quality >= config.threshold), device=device,
+                            progress=progress)
+    record = {"samples": refit.samples, "epochs": refit.epochs, "steps_per_epoch": refit.steps_per_epoch}
+    add_refit(checkpoint, refit.unet, record)
+    return refit.unet, record
+
+
 def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, *, progress,
-                       annotation_ids=None, reader=None) -> list[ScoreRow]:
-    """One ScoreRow per sample, most suspect first; suspects get a diagnosis and a suggested mask."""
+                       annotation_ids=None, reader=None, segmenter=None) -> list[ScoreRow]:
+    """One ScoreRow per sample, most suspect first; suspects get a diagnosis and a suggested mask from
+    ``segmenter`` (None: the scan's U-Net)."""
     index = data.index
     multilabel = index.multilabel
     quality, suspicion = scores.quality, scores.suspicion
@@ -247,7 +274,8 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
     diagnoses: dict[int, tuple[str, tuple[int, ...]]] = {}
     confidence: dict[int, float] = {}
     stored = mask_format_of(index)  # suggestions are stored as the dataset stores its masks
-    for position, working, original in predict_probabilities(data, result.unet, suspects, progress=progress,
+    segmenter = result.unet if segmenter is None else segmenter
+    for position, working, original in predict_probabilities(data, segmenter, suspects, progress=progress,
                                                              description="diagnose", precision=result.config.precision):
         given = np.asarray(data.masks[position], dtype=bool)
         predicted = predicted_masks(working, multilabel=multilabel)
@@ -362,7 +390,7 @@ def _settings(config: ScanConfig) -> dict[str, object]:
     settings = dataclasses.asdict(config.train)
     settings.update(threshold=config.threshold, top=config.top, suspects_only=config.suspects_only,
                     resume=config.resume, mask_suffix=config.mask_suffix, ignore_value=config.ignore_value,
-                    axis=config.axis)
+                    axis=config.axis, refit=config.refit)
     return settings
 
 
@@ -396,7 +424,8 @@ def self_check(scores, signals) -> dict[str, object]:
 
 def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, result: TrainResult, clusters,
                     check: dict[str, object], seconds: dict[str, float], group, *, report_id: str | None,
-                    source: DatasetSource, volume_data: VolumeData | None, slices_per_epoch: int | None = None) -> None:
+                    source: DatasetSource, volume_data: VolumeData | None, slices_per_epoch: int | None = None,
+                    refit: dict[str, object] | None = None) -> None:
     import sklearn
     import torch
 
@@ -426,6 +455,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
                                                    "spacing": list(volume_data.volumes.spacing)}),
             },
             "clustering": {"k": int(clusters.k), "outliers": int(np.sum(clusters.outlier))},
+            "refit": refit,  # the U-Net that suggested and predicts: its kept masks, or why there was none
             "self_check": check,
             "stage_seconds": {name: round(value, 3) for name, value in seconds.items()},
         },

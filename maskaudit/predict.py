@@ -21,15 +21,20 @@ from .models import UNet
 from .precision import segmenter_forward
 
 
-def load_segmenter(model_path: Path) -> tuple[UNet, dict]:
-    """The U-Net of a checkpoint (eval mode, CPU) and the checkpoint's metadata (config, classes, ...)."""
+def load_segmenter(model_path: Path, *, refit: bool = True) -> tuple[UNet, dict]:
+    """The U-Net of a checkpoint (eval mode, CPU) and the checkpoint's metadata (config, classes, ...).
+
+    The refitted U-Net when the scan made one (maskaudit.refit: it predicts and suggests), else, or
+    with ``refit`` False, the jointly trained one (which scored the masks).
+    """
     state = load_checkpoint(model_path)
+    weights = state.get("refit_unet") if refit else None
     config = state["config"]
     classes = state["classes"]
     outputs = len(classes) if state["multilabel"] else len(classes) + 1
     unet = UNet(state["image_channels"], outputs, width=config["width"])
     try:
-        unet.load_state_dict(state["unet"])
+        unet.load_state_dict(weights if weights is not None else state["unet"])
     except RuntimeError as error:
         raise CheckpointError(f"{model_path}: the U-Net weights do not match its configuration") from error
     return unet.eval(), state

@@ -180,3 +180,28 @@ def test_a_baseline_scan_without_a_critic_scores_every_sample(make_layout_a, tmp
     assert len(rows) == 12 and all(float(row["qam_score"]) == 0 for row in rows)
     weights = json.loads((out / "run.json").read_text())["self_check"]["fusion_weights"]
     assert "critic" not in weights and "disagreement" in weights
+
+
+def test_the_scan_refits_its_segmenter_on_the_kept_masks_and_no_refit_leaves_the_scores(scanned):
+    """The refitted U-Net suggests and predicts; the scores still come from the jointly trained one."""
+    import torch
+
+    from maskaudit.checkpoint import load_checkpoint
+
+    dataset, out, _, _ = scanned
+    first = read_scores_csv(out.parent / "first-scores.csv")
+    kept = sum(row["suspect"] == "0" for row in first)
+    run = json.loads((out / "run.json").read_text())  # (a resumed scan refits again)
+    assert "refit" in run["stage_seconds"]
+    assert run["refit"] == {"samples": kept, "epochs": 5, "steps_per_epoch": -(-kept // 8)}
+    state = load_checkpoint(out / "model.pt")
+    assert state["refit"] == run["refit"]
+    assert any(not torch.equal(state["refit_unet"][name], state["unet"][name]) for name in state["unet"])
+
+    result = CliRunner().invoke(main, ["scan", str(dataset), "--out", str(out), *SCAN_OPTIONS, "--resume",
+                                       "--no-report", "--no-refit"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["refit"] == {"skipped": "--no-refit"}
+    assert load_checkpoint(out / "model.pt")["refit_unet"] is None  # predict falls back to the trained U-Net
+    again = read_scores_csv(out / "scores.csv")
+    assert [(row["id"], row["quality_score"]) for row in again] == [(row["id"], row["quality_score"]) for row in first]
