@@ -42,7 +42,7 @@ from maskaudit.dataset import find_dataset
 from maskaudit.inference import predicted_masks
 from maskaudit.metrics import dice_per_class
 from maskaudit.pipeline import ScanConfig, scan
-from maskaudit.predict import load_segmenter
+from maskaudit.predict import load_suggester
 from maskaudit.prepare import load_original, prepare
 from maskaudit.suggestion import ACTIONS, class_priors, suggest_masks
 from maskaudit.train import TrainConfig
@@ -105,7 +105,7 @@ def evaluate(name: str, corrupted: Path, out_dir: Path, *, unflagged: bool, prog
     corrupted_positions = {i for i, sample in enumerate(index.samples) if truth[sample.id][0]}
     positions = sorted(flagged | corrupted_positions if unflagged else flagged)
     priors = class_priors(data.masks, features["dice_per_class"], quality >= options["threshold"])
-    unet, state = load_segmenter(out_dir / "model.pt")
+    unet, state = load_suggester(out_dir / "model.pt")  # as scan suggests
     multilabel = index.multilabel
     outcomes = []
     for position, _, probabilities in predict_probabilities(data, unet, positions, progress=progress, description="suggest",

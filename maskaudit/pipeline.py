@@ -243,10 +243,11 @@ def _prepare(source: DatasetSource, config: ScanConfig, cache_dir: Path, *, prog
 
 def _refit(data: PreparedData, result: TrainResult, quality: np.ndarray, config: ScanConfig, out_dir: Path, *,
            device: str, progress: bool):
-    """The U-Net that suggests masks and predicts, and run.json's record of how it was made: the
-    scan's U-Net refitted on the kept masks and stored in model.pt (maskaudit.refit), or the scan's own."""
+    """The network that suggests masks, and run.json's record of the refit: the scan's U-Net refitted
+    on the kept masks is stored in model.pt for predict, and suggests together with the scan's own
+    (maskaudit.refit.MeanSegmenter); without a refit the scan's own U-Net suggests."""
     from .checkpoint import add_refit
-    from .refit import refit_segmenter, refit_skip_reason
+    from .refit import MeanSegmenter, refit_segmenter, refit_skip_reason
 
     reason = "--no-refit" if not config.refit else refit_skip_reason(quality, config.threshold,
                                                                       result.config.batch_size)
@@ -258,7 +259,7 @@ def _refit(data: PreparedData, result: TrainResult, quality: np.ndarray, config:
                             progress=progress)
     record = {"samples": refit.samples, "epochs": refit.epochs, "steps_per_epoch": refit.steps_per_epoch}
     add_refit(checkpoint, refit.unet, record)
-    return refit.unet, record
+    return MeanSegmenter(result.unet, refit.unet, multilabel=data.index.multilabel).eval(), record
 
 
 def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, *, progress,

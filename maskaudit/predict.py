@@ -40,6 +40,18 @@ def load_segmenter(model_path: Path, *, refit: bool = True) -> tuple[UNet, dict]
     return unet.eval(), state
 
 
+def load_suggester(model_path: Path) -> tuple[torch.nn.Module, dict]:
+    """The network that suggested a scan's masks (eval mode, CPU) and the checkpoint's metadata: the mean
+    of the trained and the refitted U-Net (maskaudit.refit.MeanSegmenter), or the trained one alone."""
+    from .refit import MeanSegmenter
+
+    trained, state = load_segmenter(model_path, refit=False)
+    if state.get("refit_unet") is None:
+        return trained, state
+    refitted, _ = load_segmenter(model_path)
+    return MeanSegmenter(trained, refitted, multilabel=bool(state["multilabel"])).eval(), state
+
+
 @torch.no_grad()
 def segment(unet: UNet, pixels: np.ndarray, *, size: int, channels: int, multilabel: bool,
             precision: str, device: str = "cpu") -> np.ndarray:

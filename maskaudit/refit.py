@@ -3,9 +3,12 @@
 The jointly trained U-Net has learned from every given mask, the bad ones too, even if the QAM
 weighted them down. Once the scan has scored every mask, a few epochs on the masks it did not flag,
 with uniform weights, undo much of what the bad ones taught it. The refitted U-Net is the one that
-suggests masks for the suspects and that ``maskaudit predict`` uses; the scores come from the
-jointly trained U-Net, which saw the masks it is asked about (docs/BENCHMARKS.md, section 2.00:
-JSRT with half its training masks eroded or dilated by 5-13 px, test Dice 0.907 -> 0.925 over 3 seeds).
+``maskaudit predict`` uses (docs/BENCHMARKS.md, section 2.00: JSRT with half its training masks
+eroded or dilated by 5-13 px, test Dice 0.907 -> 0.925 over 3 seeds). The scores come from the
+jointly trained U-Net. A suspect's suggested mask comes from the mean of both (MeanSegmenter): the
+trained U-Net saw the suspect's mask, and is right where that mask was; the refitted one never saw
+it, and is right where it was wrong (section 5.00: on DDTI the refitted U-Net alone degrades the
+clean masks flagged by mistake, 0.961 -> 0.906; the mean keeps them at 0.965).
 
 Shape key: N samples, B batch size.
 """
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from .train import TrainResult, epoch_batches, train
 
@@ -25,8 +29,8 @@ if TYPE_CHECKING:
     from .models import UNet
     from .prepare import PreparedData
 
-__all__ = ["REFIT_EPOCHS", "REFIT_MAX_STEPS", "MIN_FLAGGED_SHARE", "REFIT_LR_SCALE", "KeptSampler", "Refit",
-           "refit_segmenter", "refit_skip_reason"]
+__all__ = ["REFIT_EPOCHS", "REFIT_MAX_STEPS", "MIN_FLAGGED_SHARE", "REFIT_LR_SCALE", "KeptSampler", "MeanSegmenter",
+           "Refit", "refit_segmenter", "refit_skip_reason"]
 
 # Measured on JSRT with 50 % of the training masks eroded or dilated by 5-13 px (docs/BENCHMARKS.md, 2.00).
 REFIT_EPOCHS = 5          # epochs over the kept masks (seed 0 at the full rate: 5 epochs 0.914-0.928, 15 epochs 0.931)
@@ -97,3 +101,24 @@ def refit_segmenter(data: "PreparedData", result: TrainResult, kept: np.ndarray,
                      description="refit")
     return Refit(unet=refitted.unet, samples=len(kept), epochs=REFIT_EPOCHS,
                  steps_per_epoch=math.ceil(draws / batch_size), seconds=refitted.seconds)
+
+
+class MeanSegmenter(torch.nn.Module):
+    """Two U-Nets as one: the mean of their class probabilities, returned as logits that
+    maskaudit.inference.class_probabilities turns back into that mean, and the first one's bottleneck.
+
+    multilabel: the U-Nets' outputs are (b, K) sigmoids, else (b, K + 1) softmax with background first.
+    """
+
+    def __init__(self, first: "UNet", second: "UNet", *, multilabel: bool) -> None:
+        super().__init__()
+        self.first, self.second, self.multilabel = first, second, multilabel
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (logits_a, bottleneck), (logits_b, _) = self.first(images), self.second(images)
+        logits_a, logits_b = logits_a.float(), logits_b.float()
+        if self.multilabel:
+            mean = (torch.sigmoid(logits_a) + torch.sigmoid(logits_b)) / 2
+            return torch.logit(mean.clamp(1e-6, 1 - 1e-6)), bottleneck
+        mean = (torch.softmax(logits_a, dim=1) + torch.softmax(logits_b, dim=1)) / 2
+        return torch.log(mean.clamp_min(1e-12)), bottleneck

@@ -103,3 +103,34 @@ def test_predict_uses_the_refitted_segmenter_and_scoring_the_trained_one(tmp_pat
     assert torch.equal(weights(load_segmenter(checkpoint, refit=False)[0]), weights(trained.unet))
     add_refit(checkpoint, None, {})  # a later scan that did not refit removes it
     assert torch.equal(weights(load_segmenter(checkpoint)[0]), weights(trained.unet))
+
+
+@pytest.mark.parametrize("multilabel", [True, False])
+def test_the_mean_segmenter_gives_the_mean_of_both_networks_probabilities(multilabel):
+    from maskaudit.inference import class_probabilities
+    from maskaudit.refit import MeanSegmenter
+
+    torch.manual_seed(0)
+    outputs = 2 if multilabel else 3
+    first, second = UNet(1, outputs, width=4).eval(), UNet(1, outputs, width=4).eval()
+    with torch.no_grad():  # make the two disagree: one is sure of class 1, the other unsure
+        second.head.bias += torch.arange(outputs, dtype=torch.float32) * 3
+        images = torch.rand(2, 1, 32, 32)
+        mean = MeanSegmenter(first, second, multilabel=multilabel).eval()
+        got = class_probabilities(mean(images)[0], multilabel=multilabel)
+        want = (class_probabilities(first(images)[0], multilabel=multilabel)
+                + class_probabilities(second(images)[0], multilabel=multilabel)) / 2
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(want, class_probabilities(first(images)[0], multilabel=multilabel), atol=1e-2)
+
+
+def test_the_suggester_of_a_checkpoint_is_the_mean_only_after_a_refit(tmp_path):
+    from maskaudit.predict import load_suggester
+    from maskaudit.refit import MeanSegmenter
+
+    data, _ = tiny_data(16, size=32)
+    trained = train(data, small_config(mode="baseline", epochs=1), out_dir=tmp_path)
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    assert isinstance(load_suggester(checkpoint)[0], UNet)
+    add_refit(checkpoint, refit_segmenter(data, trained, np.arange(10), device="cpu").unet, {"samples": 10})
+    assert isinstance(load_suggester(checkpoint)[0], MeanSegmenter)
