@@ -5,7 +5,9 @@ This is what a user does, through the command line: the training copy is the JSR
 (165 images) with a fraction of its samples' masks eroded or dilated (``--kind``, default the
 paper's 5-13 px at 256 px), scanned with every default except ``--mode``; the 82 test images are
 segmented with the scan's model.pt and scored with table1's Dice groups (lungs, heart,
-clavicles, their average). Each mode is one scan; its wall time is printed.
+clavicles, their average). Each mode is one scan; its wall time is printed. A scan that refitted
+its segmenter on the masks it kept (maskaudit.refit, the default) also predicts with the jointly
+trained U-Net alone (row "MODE, no refit"), from a copy of model.pt without the refitted one.
 
     python -m benchmarks.scan_predict                                # qam-ocm and baseline, seed 0
     python -m benchmarks.scan_predict --modes qam-ocm --seeds 0 1 2
@@ -61,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=JSRT)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "runs" / "scan_predict")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="scan again with --resume where a scan finished: its training is reused, "
+                             "scoring, refit and export run again (for a change after training)")
     args = parser.parse_args(argv)
 
     from benchmarks.make_corrupted import make_corrupted
+    from maskaudit.checkpoint import add_refit
     from maskaudit.metrics import dice_per_class
 
     classes = tuple(sorted(path.name for path in (args.data / "masks").iterdir()))
@@ -77,21 +83,31 @@ def main(argv: list[str] | None = None) -> int:
                            ids=read_split(args.data)["train"], overwrite=True)
         for mode in args.modes:
             scan_dir = args.work / f"scan-{mode}-seed{seed}"
-            predicted = args.work / f"predict-{mode}-seed{seed}"
-            for folder in (scan_dir, predicted):
-                shutil.rmtree(folder, ignore_errors=True)
+            again = args.resume and (scan_dir / "run.json").is_file()
+            if not again:
+                shutil.rmtree(scan_dir, ignore_errors=True)
             scan_seconds = run(["scan", str(noisy), "--out", str(scan_dir), "--mode", mode, "--seed", str(seed),
-                                "--no-report"])
-            run(["predict", str(scan_dir / "model.pt"), str(images), "--out", str(predicted)])
-            dice = group_dice(dice_per_class(predicted_masks(predicted, test_ids, classes), truth), classes)
-            epochs = json.loads((scan_dir / "run.json").read_text())["options"]["epochs"]
-            results.append({"mode": mode, "seed": seed, "dice": dice, "scan_seconds": scan_seconds, "epochs": epochs})
-            print(f"{mode} seed {seed}: average {dice['average']:.3f} (" + ", ".join(
-                f"{group} {dice[group]:.3f}" for group in GROUPS) + f"); scan {scan_seconds:.0f} s, epochs {epochs}",
-                flush=True)
+                                "--no-report", *(["--resume"] if again else [])])
+            run_json = json.loads((scan_dir / "run.json").read_text())
+            epochs, refit = run_json["options"]["epochs"], run_json.get("refit") or {}
+            models = {mode: scan_dir / "model.pt"}
+            if "samples" in refit:  # the same scan without its refit: the trained U-Net predicts
+                models[f"{mode}, no refit"] = scan_dir / "model-no-refit.pt"
+                shutil.copy(scan_dir / "model.pt", models[f"{mode}, no refit"])
+                add_refit(models[f"{mode}, no refit"], None, {})
+            for row, model in models.items():
+                predicted = args.work / f"predict-{row.replace(', ', '-').replace(' ', '-')}-seed{seed}"
+                shutil.rmtree(predicted, ignore_errors=True)
+                run(["predict", str(model), str(images), "--out", str(predicted)])
+                dice = group_dice(dice_per_class(predicted_masks(predicted, test_ids, classes), truth), classes)
+                results.append({"mode": row, "seed": seed, "dice": dice, "scan_seconds": scan_seconds,
+                                "epochs": epochs, "refit": refit, "refit_seconds": run_json["stage_seconds"].get("refit")})
+                print(f"{row} seed {seed}: average {dice['average']:.3f} (" + ", ".join(
+                    f"{group} {dice[group]:.3f}" for group in GROUPS) + f"); scan {scan_seconds:.0f} s, "
+                    f"epochs {epochs}, refit {refit}", flush=True)
 
     print("\n| mode | seeds | lungs | heart | clavicles | average |\n|---|---|---|---|---|---|")
-    for mode in args.modes:
+    for mode in dict.fromkeys(result["mode"] for result in results):
         rows = [result["dice"] for result in results if result["mode"] == mode]
         cells = [f"{np.mean([row[key] for row in rows]):.3f} ± {np.std([row[key] for row in rows]):.3f}"
                  for key in (*GROUPS, "average")]
