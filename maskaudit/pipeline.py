@@ -456,7 +456,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
                                                    "spacing": list(volume_data.volumes.spacing)}),
             },
             "clustering": {"k": int(clusters.k), "outliers": int(np.sum(clusters.outlier))},
-            "refit": refit,  # the U-Net that suggested and predicts: its kept masks, or why there was none
+            "refit": refit,  # the U-Net that predicts (and suggests, with the scan's own): its kept masks, or why none
             "self_check": check,
             "stage_seconds": {name: round(value, 3) for name, value in seconds.items()},
         },
