@@ -66,6 +66,8 @@ def add_refit(path: Path, unet, info: dict) -> None:
     (key ``refit_unet``, what it was trained on under ``refit``); ``unet`` None removes a stored one.
     The trained networks, which scored the masks and which --resume continues, are left as they are."""
     state = load_checkpoint(path)
+    if unet is None and state.get("refit_unet") is None:
+        return  # nothing to remove: the file is not written again
     state["refit_unet"] = unet.state_dict() if unet is not None else None
     state["refit"] = info if unet is not None else None
     with atomic_path(path) as temporary:
