@@ -29,15 +29,7 @@ def load_segmenter(model_path: Path, *, refit: bool = True) -> tuple[UNet, dict]
     """
     state = load_checkpoint(model_path)
     weights = state.get("refit_unet") if refit else None
-    config = state["config"]
-    classes = state["classes"]
-    outputs = len(classes) if state["multilabel"] else len(classes) + 1
-    unet = UNet(state["image_channels"], outputs, width=config["width"])
-    try:
-        unet.load_state_dict(weights if weights is not None else state["unet"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{model_path}: the U-Net weights do not match its configuration") from error
-    return unet.eval(), state
+    return _unet(state, weights if weights is not None else state["unet"], model_path), state
 
 
 def load_suggester(model_path: Path) -> tuple[torch.nn.Module, dict]:
@@ -45,11 +37,24 @@ def load_suggester(model_path: Path) -> tuple[torch.nn.Module, dict]:
     of the trained and the refitted U-Net (maskaudit.refit.MeanSegmenter), or the trained one alone."""
     from .refit import MeanSegmenter
 
-    trained, state = load_segmenter(model_path, refit=False)
+    state = load_checkpoint(model_path)
+    trained = _unet(state, state["unet"], model_path)
     if state.get("refit_unet") is None:
         return trained, state
-    refitted, _ = load_segmenter(model_path)
+    refitted = _unet(state, state["refit_unet"], model_path)
     return MeanSegmenter(trained, refitted, multilabel=bool(state["multilabel"])).eval(), state
+
+
+def _unet(state: dict, weights: dict, model_path: Path) -> UNet:
+    """A U-Net built from a checkpoint's configuration holding ``weights``, in eval mode."""
+    classes = state["classes"]
+    outputs = len(classes) if state["multilabel"] else len(classes) + 1
+    unet = UNet(state["image_channels"], outputs, width=state["config"]["width"])
+    try:
+        unet.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{model_path}: the U-Net weights do not match its configuration") from error
+    return unet.eval()
 
 
 @torch.no_grad()

@@ -67,7 +67,6 @@ class Refit:
     samples: int       # masks kept
     epochs: int
     steps_per_epoch: int
-    seconds: float
 
 
 def refit_skip_reason(quality: np.ndarray, threshold: float, batch_size: int) -> str | None:
@@ -100,7 +99,7 @@ def refit_segmenter(data: "PreparedData", result: TrainResult, kept: np.ndarray,
     refitted = train(data, config, progress=progress, sampler=sampler, initial=result.unet,
                      description="refit")
     return Refit(unet=refitted.unet, samples=len(kept), epochs=REFIT_EPOCHS,
-                 steps_per_epoch=math.ceil(draws / batch_size), seconds=refitted.seconds)
+                 steps_per_epoch=math.ceil(draws / batch_size))
 
 
 class MeanSegmenter(torch.nn.Module):
