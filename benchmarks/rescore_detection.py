@@ -2,8 +2,9 @@
 
 Training is the expensive part of a benchmark run; a change to the evidence or the fusion does
 not need it. This loads ``model.pt`` of a scan made by ``benchmarks/run_detection.py`` (the
-averaged networks that scored), recomputes the signals and the fusion exactly as ``scan`` does,
-and prints AUROC / AP overall and per kind against the copy's ``truth.csv``.
+averaged networks of the joint training), recomputes the signals and the fusion exactly as ``scan``
+does (the first pass, the refit on the masks it kept and the second pass; ``--no-refit``: the first
+pass alone), and prints AUROC / AP overall and per kind against the copy's ``truth.csv``.
 
     python -m benchmarks.rescore_detection benchmarks/runs/ph2-40pct benchmarks/runs/ph2-40pct-scan
 """
@@ -15,6 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.detection_metrics import detection_report
@@ -23,15 +25,19 @@ from maskaudit.checkpoint import load_checkpoint
 from maskaudit.dataset import find_dataset
 from maskaudit.models import qam_from_state
 from maskaudit.predict import load_segmenter
+from maskaudit.pipeline import ScanConfig
 from maskaudit.prepare import prepare
+from maskaudit.refit import refit_segmenter, refit_skip_reason
 from maskaudit.scoring import quality_scores
 from maskaudit.signals import compute_signals
 from maskaudit.train import TrainConfig, TrainResult, recalibrate_batchnorm
 
+THRESHOLD = ScanConfig().threshold  # scan's default: suspect below it
 
-def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict:
+
+def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False, refit: bool = True) -> dict:
     """Detection report and self-check of ``scan_dir``'s networks on ``dataset`` with today's scoring."""
-    unet, state = load_segmenter(scan_dir / "model.pt", refit=False)  # the network that scored
+    unet, state = load_segmenter(scan_dir / "model.pt", refit=False)  # the jointly trained U-Net
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{key: (tuple(value) if isinstance(value, list) else value)
                             for key, value in state["config"].items() if key in fields})
@@ -46,12 +52,17 @@ def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False) -> dict
         unet.eval()
     signals = compute_signals(data, result, seed=config.seed)
     scores = quality_scores(signals, seed=config.seed)
+    if refit and refit_skip_reason(scores.quality, THRESHOLD, config.batch_size) is None:  # as scan: score again
+        kept = np.flatnonzero(scores.quality >= THRESHOLD)
+        result = dataclasses.replace(result, unet=refit_segmenter(data, result, kept, device="cpu").unet)
+        signals = compute_signals(data, result, seed=config.seed)
+        scores = quality_scores(signals, seed=config.seed)
     ids = [sample.id for sample in data.index.samples]
     truth = dataset / "truth.csv"  # a clean copy has none: then only its suspects are counted
     report = detection_report(read_truth(truth), dict(zip(ids, scores.quality))) if truth.exists() else None
     critic = detection_report(read_truth(truth), dict(zip(ids, signals.qam_score))) if truth.exists() else None
     return {"report": report, "critic": critic, "self_check": scores.self_check_auroc, "weights": scores.fusion.weights,
-            "suspects": int((scores.quality < 0.5).sum()), "bad_share": scores.bad_share}
+            "suspects": int((scores.quality < THRESHOLD).sum()), "bad_share": scores.bad_share}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scan_dir", type=Path, help="the scan's --out directory (with model.pt and cache/)")
     parser.add_argument("--recalibrate-batchnorm", action="store_true",
                         help="re-estimate the U-Net's BatchNorm statistics first (networks trained before 0.3.1)")
+    parser.add_argument("--no-refit", action="store_true", help="score once, with the jointly trained U-Net")
     args = parser.parse_args(argv)
-    outcome = rescore(args.dataset, args.scan_dir, recalibrate=args.recalibrate_batchnorm)
-    print(f"{args.dataset.name}: {outcome['suspects']} suspects (quality_score < 0.5), "
+    outcome = rescore(args.dataset, args.scan_dir, recalibrate=args.recalibrate_batchnorm, refit=not args.no_refit)
+    print(f"{args.dataset.name}: {outcome['suspects']} suspects (quality_score < {THRESHOLD}), "
           f"estimated bad share {outcome['bad_share']:.3f}, self-check {outcome['self_check']:.3f}")
     if outcome["report"] is not None:
         overall = outcome["report"]["overall"]

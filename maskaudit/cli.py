@@ -114,8 +114,9 @@ def inspect(dataset: Path, mask_suffix: str | None, ignore_value: int | None | s
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
 @click.option("--refit/--no-refit", default=True, show_default=True,
-              help="After scoring, train the segmenter a few epochs more on the masks not flagged; `predict` "
-                   "uses that segmenter, and it suggests corrections together with the scan's own (2-D datasets).")
+              help="After scoring, train the segmenter a few epochs more on the masks not flagged and score "
+                   "every mask again with it; `predict` uses that segmenter, and it suggests corrections together "
+                   "with the scan's own (2-D datasets).")
 @click.option("--axis", type=click.IntRange(0, 2), default=None,
               help="Volumes: voxel axis to audit slice by slice. Default: the axis with the largest spacing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

@@ -1,4 +1,4 @@
-"""``scan``: load -> train -> score -> cluster -> refit -> diagnose -> export -> report, in one call that never prints."""
+"""``scan``: load -> train -> score -> refit -> score again -> cluster -> diagnose -> export -> report, in one call that never prints."""
 
 from __future__ import annotations
 
@@ -104,6 +104,8 @@ def _clear_previous_run(out_dir: Path, *, keep_checkpoint: bool) -> None:
             shutil.rmtree(path)
 
 
+# Signals that may hold NaN by design: mm in 2-D images, the evidence of empty classes, the probes' fields.
+MAY_BE_NAN = ("probes", "boundary_mm", *IMAGE_EVIDENCE, *RIM_EVIDENCE)
 SIGNALS_STORE = "signals"  # under OUT/cache: the scoring pass's wide features, memory-mapped, until features.npz has them
 
 
@@ -156,16 +158,31 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
                         progress=progress and group.is_main, store=store),
         group,
     ))
-    may_be_nan = ("probes", "boundary_mm", *IMAGE_EVIDENCE, *RIM_EVIDENCE)  # by design: mm in 2-D, empty classes
-    _require_finite("outputs", {name: value for name, value in vars(signals).items() if name not in may_be_nan})
-    seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
+    _require_finite("outputs", {name: value for name, value in vars(signals).items() if name not in MAY_BE_NAN})
     shutdown(group)  # every process at once: from here on the main process works alone
     if not group.is_main:  # only the main process writes outputs
         return ScanResult(rows=[], out_dir=out_dir, stage_seconds=seconds)
 
-    clusters = cluster_features((signals.qam_features, signals.bottleneck, signals.shape), seed=config.train.seed)
     scores = quality_scores(signals, seed=config.train.seed, store=store)  # its evidence beside the signals
     _require_finite("scores", {"quality_score": scores.quality})
+    seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    scorer, suggester = result, result.unet  # the networks that score, and the U-Net that suggests
+    refit_record: dict[str, object] = {"skipped": "volume datasets are not refitted"}
+    if volume_data is None:
+        refit, refit_record = _refit(data, result, scores.quality, config, out_dir, device=train_config.device,
+                                     progress=progress)
+        seconds["refit"], clock = time.perf_counter() - clock, time.perf_counter()
+        if refit is not None:  # score again with the refitted U-Net, which never learned the flagged masks
+            from .refit import MeanSegmenter
+
+            scorer = dataclasses.replace(result, unet=refit.unet)
+            suggester = MeanSegmenter(result.unet, refit.unet, multilabel=data.index.multilabel).eval()
+            signals, scores = _rescore(data, scorer, signals, scores, store, device=train_config.device,
+                                       seed=config.train.seed, progress=progress)
+            seconds["rescore"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    clusters = cluster_features((signals.qam_features, signals.bottleneck, signals.shape), seed=config.train.seed)
     check = self_check(scores, signals)
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
     release_signals(signals)  # the pages of cache/signals that scoring read
@@ -173,7 +190,6 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
     return_freed_memory()  # what scoring and clustering freed, before the export allocates its own
     seconds["cluster"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    refit_record: dict[str, object] = {"skipped": "volume datasets are not refitted"}
     if volume_data is not None:
         from .volume_results import SlicePictures, rank_cases, report_slices, write_slices_csv
 
@@ -189,17 +205,14 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
         def visuals(key: str):  # a case is shown through its worst slice, and a flagged slice by its id
             return pictures(position_of[key] if key in position_of else data.index.samples.position(key))
     else:
-        segmenter, refit_record = _refit(data, result, scores.quality, config, out_dir, device=train_config.device,
-                                         progress=progress)
-        seconds["refit"], clock = time.perf_counter() - clock, time.perf_counter()
-        rows = _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, progress=progress,
-                                  annotation_ids=source.annotation_ids, reader=source.reader, segmenter=segmenter)
+        rows = _rank_and_diagnose(data, scorer, signals, clusters, scores, config, out_dir, progress=progress,
+                                  annotation_ids=source.annotation_ids, reader=source.reader, segmenter=suggester)
         position_of = {sample.id: position for position, sample in enumerate(data.index.samples)}
         report_index = data.index
         flagged = {}
 
         def visuals(sample_id: str):
-            return _sample_visuals(data, result, position_of[sample_id], source)
+            return _sample_visuals(data, scorer, position_of[sample_id], source)
     selected = _select_rows(rows, config)
     write_scores_csv(out_dir / "scores.csv", selected)
     seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -243,23 +256,42 @@ def _prepare(source: DatasetSource, config: ScanConfig, cache_dir: Path, *, prog
 
 def _refit(data: PreparedData, result: TrainResult, quality: np.ndarray, config: ScanConfig, out_dir: Path, *,
            device: str, progress: bool):
-    """The network that suggests masks, and run.json's record of the refit: the scan's U-Net refitted
-    on the kept masks is stored in model.pt for predict, and suggests together with the scan's own
-    (maskaudit.refit.MeanSegmenter); without a refit the scan's own U-Net suggests."""
+    """The scan's U-Net refitted on the masks that ``quality`` (N,) keeps (maskaudit.refit), stored in
+    model.pt for predict, and run.json's record of it; (None, why not) when it would not help."""
     from .checkpoint import add_refit
-    from .refit import MeanSegmenter, refit_segmenter, refit_skip_reason
+    from .refit import refit_segmenter, refit_skip_reason
 
     reason = "--no-refit" if not config.refit else refit_skip_reason(quality, config.threshold,
                                                                       result.config.batch_size)
     checkpoint = out_dir / CHECKPOINT_NAME
     if reason is not None:
         add_refit(checkpoint, None, {})  # a resumed run's model.pt may hold the refit of an earlier scoring
-        return result.unet, {"skipped": reason}
+        return None, {"skipped": reason}
+    flagged = int(np.sum(quality < config.threshold))
     refit = refit_segmenter(data, result, np.flatnonzero(quality >= config.threshold), device=device,
                             progress=progress)
-    record = {"samples": refit.samples, "epochs": refit.epochs, "steps_per_epoch": refit.steps_per_epoch}
+    record = {"samples": refit.samples, "epochs": refit.epochs, "steps_per_epoch": refit.steps_per_epoch,
+              "first_pass_suspects": flagged}
     add_refit(checkpoint, refit.unet, record)
-    return MeanSegmenter(result.unet, refit.unet, multilabel=data.index.multilabel).eval(), record
+    return refit, record
+
+
+def _rescore(data: PreparedData, scorer: TrainResult, signals, scores, store: Path | None, *, device: str,
+             seed: int, progress: bool):
+    """The signals and scores of every sample again, from ``scorer``'s networks; the first pass's
+    ``signals`` and ``scores`` are released (and their files in ``store`` deleted) first."""
+    release_signals(signals)
+    release_pages(*scores.evidence.values())
+    del signals, scores
+    if store is not None:  # (a mapping still open keeps its unlinked file until it closes)
+        shutil.rmtree(store, ignore_errors=True)
+    return_freed_memory()
+    signals = compute_signals(data, scorer, device=device, seed=seed, progress=progress, store=store,
+                              description="score again")
+    _require_finite("outputs", {name: value for name, value in vars(signals).items() if name not in MAY_BE_NAN})
+    scores = quality_scores(signals, seed=seed, store=store)
+    _require_finite("scores", {"quality_score": scores.quality})
+    return signals, scores
 
 
 def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir, *, progress,

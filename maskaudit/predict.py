@@ -24,8 +24,8 @@ from .precision import segmenter_forward
 def load_segmenter(model_path: Path, *, refit: bool = True) -> tuple[UNet, dict]:
     """The U-Net of a checkpoint (eval mode, CPU) and the checkpoint's metadata (config, classes, ...).
 
-    The refitted U-Net when the scan made one (maskaudit.refit: it predicts), else, or with
-    ``refit`` False, the jointly trained one (which scored the masks).
+    The refitted U-Net when the scan made one (maskaudit.refit: it predicts, and scored the masks
+    in the scan's second pass), else, or with ``refit`` False, the jointly trained one.
     """
     state = load_checkpoint(model_path)
     weights = state.get("refit_unet") if refit else None

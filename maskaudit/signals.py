@@ -82,6 +82,7 @@ def compute_signals(
     seed: int = 0,
     progress: bool = False,
     store: Path | None = None,
+    description: str = "score",
 ) -> Signals:
     """Run the trained networks once over ``rows`` (default: every sample) and reduce each batch to
     per-sample numbers; the result has one row per sample of ``rows``, in order. Its ``probes`` hold
@@ -90,14 +91,15 @@ def compute_signals(
 
     With ``store``, a directory, every field of the given masks and of the probes is a memory-mapped
     .npy file there, written batch by batch and released from memory (maskaudit.pages), so that a scan
-    of hundreds of thousands of slices does not hold them (about 1 KiB per sample at the defaults)."""
+    of hundreds of thousands of slices does not hold them (about 1 KiB per sample at the defaults).
+    ``description`` names the progress bar."""
     rows = range(len(data.images)) if rows is None else rows
     images, masks = data.images[rows.start : rows.stop], data.masks[rows.start : rows.stop]
     multilabel = data.index.multilabel
     families = critic_families(result.config.critic_holdout)
     given_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-")
     probe_rows = _Rows(len(rows), store=store, prefix=f"rows{rows.start}-probes-")
-    bar = tqdm(total=len(rows), desc="score", unit="img", disable=not progress)
+    bar = tqdm(total=len(rows), desc=description, unit="img", disable=not progress)
     for out in run_networks(images, masks, result.unet, result.qam, multilabel=multilabel, batch_size=batch_size,
                             device=device, precision=result.config.precision):
         span = slice(out.start, out.start + len(out.probabilities))

@@ -182,26 +182,51 @@ def test_a_baseline_scan_without_a_critic_scores_every_sample(make_layout_a, tmp
     assert "critic" not in weights and "disagreement" in weights
 
 
-def test_the_scan_refits_its_segmenter_on_the_kept_masks_and_no_refit_leaves_the_scores(scanned):
-    """The refitted U-Net suggests and predicts; the scores still come from the jointly trained one."""
+def test_the_scan_scores_again_with_its_segmenter_refitted_on_the_kept_masks(scanned):
+    """The U-Net refitted on the first pass's kept masks scores every mask again (and predicts);
+    `--no-refit` keeps the first pass's scores, from the jointly trained U-Net."""
+    import dataclasses
+
     import torch
 
     from maskaudit.checkpoint import load_checkpoint
+    from maskaudit.dataset import find_dataset
+    from maskaudit.models import qam_from_state
+    from maskaudit.predict import load_segmenter
+    from maskaudit.prepare import prepare
+    from maskaudit.scoring import quality_scores
+    from maskaudit.signals import compute_signals
+    from maskaudit.train import TrainConfig, TrainResult
 
     dataset, out, _, _ = scanned
-    first = read_scores_csv(out.parent / "first-scores.csv")
-    kept = sum(row["suspect"] == "0" for row in first)
-    run = json.loads((out / "run.json").read_text())  # (a resumed scan refits again)
-    assert "refit" in run["stage_seconds"]
-    assert run["refit"] == {"samples": kept, "epochs": 5, "steps_per_epoch": -(-kept // 8)}
+    rescored = read_scores_csv(out.parent / "first-scores.csv")
+    run = json.loads((out / "run.json").read_text())
+    assert {"refit", "rescore"} <= set(run["stage_seconds"])
+    record = run["refit"]
+    assert record["samples"] + record["first_pass_suspects"] == 40
+    assert (record["epochs"], record["steps_per_epoch"]) == (5, -(-record["samples"] // 8))
     state = load_checkpoint(out / "model.pt")
-    assert state["refit"] == run["refit"]
+    assert state["refit"] == record
     assert any(not torch.equal(state["refit_unet"][name], state["unet"][name]) for name in state["unet"])
+
+    refitted, meta = load_segmenter(out / "model.pt")  # the scores are the refitted U-Net's, with the same QAM
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{key: (tuple(value) if isinstance(value, list) else value)
+                            for key, value in meta["config"].items() if key in fields})
+    qam = qam_from_state(meta["qam"], meta["image_channels"], len(meta["classes"]), width=config.qam_width).eval()
+    data = prepare(find_dataset(dataset), size=config.size, cache_dir=out / "cache")
+    scores = quality_scores(compute_signals(data, TrainResult(unet=refitted, qam=qam, config=config), seed=0), seed=0)
+    quality = dict(zip((sample.id for sample in data.index.samples), scores.quality))
+    assert [float(row["quality_score"]) for row in rescored] == pytest.approx(
+        [quality[row["id"]] for row in rescored], abs=1e-4)
 
     result = CliRunner().invoke(main, ["scan", str(dataset), "--out", str(out), *SCAN_OPTIONS, "--resume",
                                        "--no-report", "--no-refit"])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "run.json").read_text())["refit"] == {"skipped": "--no-refit"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["refit"] == {"skipped": "--no-refit"} and "rescore" not in run["stage_seconds"]
     assert load_checkpoint(out / "model.pt")["refit_unet"] is None  # predict falls back to the trained U-Net
-    again = read_scores_csv(out / "scores.csv")
-    assert [(row["id"], row["quality_score"]) for row in again] == [(row["id"], row["quality_score"]) for row in first]
+    first_pass = read_scores_csv(out / "scores.csv")
+    assert sum(row["suspect"] == "1" for row in first_pass) == record["first_pass_suspects"]
+    assert ({row["id"]: row["quality_score"] for row in first_pass}
+            != {row["id"]: row["quality_score"] for row in rescored})
