@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
 import platform
 import shutil
 import time
@@ -24,6 +26,7 @@ from .inference import predicted_masks
 from .mask_format import mask_format_of
 from .prepare import PreparedData, load_original, prepare
 from .prepare_volumes import SliceSamples, VolumeData, prepare_volumes
+from .refit import MeanSegmenter, Refit, refit_segmenter, refit_skip_reason
 from .scoring import IMAGE_EVIDENCE, RIM_EVIDENCE, quality_scores
 from .signals import compute_signals, concatenate_signals, release_signals
 from .suggestion import class_priors, suggest_masks
@@ -174,8 +177,6 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
                                      progress=progress)
         seconds["refit"], clock = time.perf_counter() - clock, time.perf_counter()
         if refit is not None:  # score again with the refitted U-Net, which never learned the flagged masks
-            from .refit import MeanSegmenter
-
             scorer = dataclasses.replace(result, unet=refit.unet)
             suggester = MeanSegmenter(result.unet, refit.unet, multilabel=data.index.multilabel).eval()
             signals, scores = _rescore(data, scorer, signals, scores, store, device=train_config.device,
@@ -257,9 +258,9 @@ def _prepare(source: DatasetSource, config: ScanConfig, cache_dir: Path, *, prog
 def _refit(data: PreparedData, result: TrainResult, quality: np.ndarray, config: ScanConfig, out_dir: Path, *,
            device: str, progress: bool):
     """The scan's U-Net refitted on the masks that ``quality`` (N,) keeps (maskaudit.refit), stored in
-    model.pt for predict, and run.json's record of it; (None, why not) when it would not help."""
-    from .checkpoint import add_refit
-    from .refit import refit_segmenter, refit_skip_reason
+    model.pt for predict, and run.json's record of it; (None, why not) when it would not help.
+    Under --resume a refit stored for the same kept masks is reused: the refit is deterministic."""
+    from .checkpoint import add_refit, load_checkpoint
 
     reason = "--no-refit" if not config.refit else refit_skip_reason(quality, config.threshold,
                                                                       result.config.batch_size)
@@ -267,11 +268,17 @@ def _refit(data: PreparedData, result: TrainResult, quality: np.ndarray, config:
     if reason is not None:
         add_refit(checkpoint, None, {})  # a resumed run's model.pt may hold the refit of an earlier scoring
         return None, {"skipped": reason}
-    flagged = int(np.sum(quality < config.threshold))
-    refit = refit_segmenter(data, result, np.flatnonzero(quality >= config.threshold), device=device,
-                            progress=progress)
+    kept = np.flatnonzero(quality >= config.threshold)
+    digest = hashlib.sha256(kept.astype("<i8").tobytes()).hexdigest()[:16]  # which masks were kept
+    stored = load_checkpoint(checkpoint) if config.resume else {}
+    if stored.get("refit_unet") is not None and (stored.get("refit") or {}).get("kept_digest") == digest:
+        unet = copy.deepcopy(result.unet)
+        unet.load_state_dict(stored["refit_unet"])
+        return Refit(unet=unet.eval(), **{key: value for key, value in stored["refit"].items()
+                                          if key in ("samples", "epochs", "steps_per_epoch")}), stored["refit"]
+    refit = refit_segmenter(data, result, kept, device=device, progress=progress)
     record = {"samples": refit.samples, "epochs": refit.epochs, "steps_per_epoch": refit.steps_per_epoch,
-              "first_pass_suspects": flagged}
+              "first_pass_suspects": len(quality) - len(kept), "kept_digest": digest}
     add_refit(checkpoint, refit.unet, record)
     return refit, record
 

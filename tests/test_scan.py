@@ -98,10 +98,14 @@ def test_the_self_check_is_recorded_and_shown(scanned):
     assert "Self-check" in html and check["summary"] in html
 
 
-def test_top_and_suspects_only_filter_the_csv(scanned, tmp_path):
+def test_top_and_suspects_only_filter_the_csv(scanned, monkeypatch):
+    import maskaudit.pipeline
+
     dataset, out, _, _ = scanned
     full = read_scores_csv(out / "scores.csv")
-    # --resume reuses the finished checkpoint, so only scoring and export run again.
+    # --resume reuses the finished checkpoint, so only scoring and export run again; the first pass keeps
+    # the same masks, so the refit stored in model.pt is reused too (it is deterministic), never trained again.
+    monkeypatch.setattr(maskaudit.pipeline, "refit_segmenter", lambda *args, **kwargs: pytest.fail("refit again"))
     runner = CliRunner()
     result = runner.invoke(main, ["scan", str(dataset), "--out", str(out), *SCAN_OPTIONS, "--resume",
                                   "--top", "5", "--no-report"])
@@ -203,7 +207,7 @@ def test_the_scan_scores_again_with_its_segmenter_refitted_on_the_kept_masks(sca
     run = json.loads((out / "run.json").read_text())
     assert {"refit", "rescore"} <= set(run["stage_seconds"])
     record = run["refit"]
-    assert record["samples"] + record["first_pass_suspects"] == 40
+    assert record["samples"] + record["first_pass_suspects"] == 40 and len(record["kept_digest"]) == 16
     assert (record["epochs"], record["steps_per_epoch"]) == (5, -(-record["samples"] // 8))
     state = load_checkpoint(out / "model.pt")
     assert state["refit"] == record
