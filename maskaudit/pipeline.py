@@ -271,11 +271,12 @@ def _refit(data: PreparedData, result: TrainResult, quality: np.ndarray, config:
     kept = np.flatnonzero(quality >= config.threshold)
     digest = hashlib.sha256(kept.astype("<i8").tobytes()).hexdigest()[:16]  # which masks were kept
     stored = load_checkpoint(checkpoint) if config.resume else {}
-    if stored.get("refit_unet") is not None and (stored.get("refit") or {}).get("kept_digest") == digest:
+    record = stored.get("refit") or {}
+    if stored.get("refit_unet") is not None and record.get("kept_digest") == digest:
         unet = copy.deepcopy(result.unet)
         unet.load_state_dict(stored["refit_unet"])
-        return Refit(unet=unet.eval(), **{key: value for key, value in stored["refit"].items()
-                                          if key in ("samples", "epochs", "steps_per_epoch")}), stored["refit"]
+        return Refit(unet=unet.eval(), samples=record["samples"], epochs=record["epochs"],
+                     steps_per_epoch=record["steps_per_epoch"]), record
     refit = refit_segmenter(data, result, kept, device=device, progress=progress)
     record = {"samples": refit.samples, "epochs": refit.epochs, "steps_per_epoch": refit.steps_per_epoch,
               "first_pass_suspects": len(quality) - len(kept), "kept_digest": digest}
