@@ -6,7 +6,7 @@ with uniform weights, undo much of what the bad ones taught it. The refitted U-N
 ``maskaudit predict`` uses (docs/BENCHMARKS.md, section 2.00: JSRT with half its training masks
 eroded or dilated by 5-13 px, test Dice 0.907 -> 0.925 over 3 seeds). ``scan`` scores every mask
 again with it: it never learned the flagged masks, so its disagreement with them is not damped
-(section 0.0000000000: AUROC up on 7 of 8 benchmark scans). A suspect's suggested mask comes from
+(section 0.0000000000: AUROC up on 8 of 10 benchmark scans). A suspect's suggested mask comes from
 the mean of both (MeanSegmenter): the trained U-Net saw the suspect's mask, and is right where that
 mask was; the refitted one never saw it, and is right where it was wrong (section 5.00: on DDTI the
 refitted U-Net alone degrades the clean masks flagged by mistake, 0.961 -> 0.906; the mean keeps
