@@ -290,8 +290,7 @@ def _rescore(data: PreparedData, scorer: TrainResult, signals, scores, store: Pa
     ``signals`` and ``scores`` are released (and their files in ``store`` deleted) first."""
     release_signals(signals)
     release_pages(*scores.evidence.values())
-    del signals, scores
-    if store is not None:  # (a mapping still open keeps its unlinked file until it closes)
+    if store is not None:  # the caller's mappings keep their unlinked files until it drops them on return
         shutil.rmtree(store, ignore_errors=True)
     return_freed_memory()
     signals = compute_signals(data, scorer, device=device, seed=seed, progress=progress, store=store,
