@@ -31,7 +31,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,8 @@ from skimage.transform import resize
 
 from maskaudit.corruptions import CORRUPTIONS, corrupt_dataset, plan_corruptions
 
-__all__ = ["LoadedDataset", "SourceDataset", "load_dataset", "make_corrupted", "read_truth", "scan_source"]
+__all__ = ["LoadedDataset", "SourceDataset", "empty_as_shipped", "load_dataset", "make_corrupted", "read_truth",
+           "scan_source", "without"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -291,6 +292,27 @@ def read_truth(path: str | os.PathLike) -> dict[str, tuple[bool, str | None]]:
         return {
             r["id"]: (r["corrupted"] == "1", r["kind"] or None) for r in csv.DictReader(f)
         }
+
+
+#: A dataset whose masks are at least this share non-empty treats its empty ones as wrong as shipped.
+MOSTLY_PRESENT = 0.9
+
+
+def empty_as_shipped(copy: str | os.PathLike, truth: Mapping[str, tuple[bool, str | None]]) -> set[str]:
+    """Ids of the uncorrupted samples of ``copy`` whose mask is empty, in a dataset whose uncorrupted
+    masks are at least MOSTLY_PRESENT non-empty (DDTI: one image per nodule, yet 7 masks empty as
+    shipped); empty otherwise, where empty masks are normal. Such a mask is wrong, not clean:
+    detection reports can leave it out of both groups (``without``)."""
+    source = scan_source(copy)
+    values = _label_values(source) if source.layout == "A" else []
+    clean = [i for i, (corrupted, _) in truth.items() if not corrupted and i in source.masks]
+    empty = {i for i in clean if not _read_masks(source, i, values).any()}
+    return empty if clean and len(clean) - len(empty) >= MOSTLY_PRESENT * len(clean) else set()
+
+
+def without(truth: Mapping[str, tuple[bool, str | None]], ids: set[str]) -> dict[str, tuple[bool, str | None]]:
+    """``truth`` without ``ids``."""
+    return {i: label for i, label in truth.items() if i not in ids}
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 
 from maskaudit.corruptions import CORRUPTIONS
 from benchmarks.detection_metrics import detection_report, format_markdown_table
-from benchmarks.make_corrupted import make_corrupted
+from benchmarks.make_corrupted import empty_as_shipped, make_corrupted, without
 from benchmarks.synthetic_rgb import make_synthetic_rgb
 from maskaudit.dataset import find_dataset
 from maskaudit.pipeline import ScanConfig, scan
@@ -73,6 +73,11 @@ def run_one(name: str, fraction: float, args, runs: Path) -> dict:
         "label critic alone (qam_score)": detection_report(truth, {row.id: row.qam_score for row in result.rows}),
     }
     seconds = {"maskaudit quality_score": scan_seconds, "label critic alone (qam_score)": scan_seconds}
+    shipped = empty_as_shipped(corrupted, truth)  # wrong masks the truth would call clean (DDTI: 7)
+    if shipped:
+        name_shipped = f"maskaudit, the {len(shipped)} masks empty as shipped left out"
+        reports[name_shipped] = detection_report(without(truth, shipped), {row.id: row.quality_score for row in result.rows})
+        seconds[name_shipped] = scan_seconds
     if not args.no_cleanlab:
         from benchmarks.cleanlab_pipeline import run_cleanlab_pipeline
 

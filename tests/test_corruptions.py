@@ -34,7 +34,7 @@ from benchmarks.detection_metrics import (  # noqa: E402
     format_markdown_table,
     precision_at_k,
 )
-from benchmarks.make_corrupted import load_dataset, make_corrupted, read_truth  # noqa: E402
+from benchmarks.make_corrupted import empty_as_shipped, load_dataset, make_corrupted, read_truth, without  # noqa: E402
 from benchmarks.synthetic_rgb import make_synthetic_rgb  # noqa: E402
 
 JSRT = REPO.parent / "shared" / "datasets" / "jsrt"
@@ -389,6 +389,28 @@ def test_empty_masks_are_never_drawn_for_corruption():
     assert all(plan[i] is None for i in ids[6:])
     with pytest.raises(ValueError, match="only 2 are eligible"):
         plan_corruptions(ids, fraction=0.5, kinds=["shift"], seed=0, eligible=ids[:2])
+
+
+def test_an_empty_mask_as_shipped_is_left_out_only_where_masks_are_almost_always_present(tmp_path):
+    """DDTI ships 7 empty masks among 654 one-nodule images: wrong masks, not clean ones. Where empty
+    masks are common they are normal, and nothing is left out."""
+    def dataset(name: str, empty: int) -> Path:
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        for i in range(20):
+            Image.fromarray(np.full((16, 16), 80, np.uint8)).save(root / "images" / f"s{i:02d}.png")
+            mask = np.zeros((16, 16), np.uint8)
+            if i >= empty:
+                mask[4:12, 4:12] = 255
+            Image.fromarray(mask).save(root / "masks" / f"s{i:02d}.png")
+        return root
+
+    rare = make_corrupted(dataset("rare", 1), tmp_path / "rare-noisy", fraction=0.5, kinds=["delete"], seed=0)
+    assert empty_as_shipped(tmp_path / "rare-noisy", rare) == {"s00"}  # the planted deletions are not counted
+    assert "s00" not in without(rare, {"s00"}) and len(without(rare, {"s00"})) == 19
+    common = make_corrupted(dataset("common", 6), tmp_path / "common-noisy", fraction=0.5, kinds=["delete"], seed=0)
+    assert empty_as_shipped(tmp_path / "common-noisy", common) == set()
 
 
 def test_shift_and_foreign_make_the_errors_they_name():
