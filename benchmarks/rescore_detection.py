@@ -58,13 +58,17 @@ def rescore(dataset: Path, scan_dir: Path, *, recalibrate: bool = False, refit: 
         signals = compute_signals(data, result, seed=config.seed)
         scores = quality_scores(signals, seed=config.seed)
     ids = [sample.id for sample in data.index.samples]
-    truth = dataset / "truth.csv"  # a clean copy has none: then only its suspects are counted
-    report = detection_report(read_truth(truth), dict(zip(ids, scores.quality))) if truth.exists() else None
-    critic = detection_report(read_truth(truth), dict(zip(ids, signals.qam_score))) if truth.exists() else None
-    shipped = empty_as_shipped(dataset, read_truth(truth)) if truth.exists() else set()
-    left_out = detection_report(without(read_truth(truth), shipped), dict(zip(ids, scores.quality))) if shipped else None
-    return {"report": report, "critic": critic, "shipped_empty": len(shipped), "without_shipped_empty": left_out, "self_check": scores.self_check_auroc, "weights": scores.fusion.weights,
-            "suspects": int((scores.quality < THRESHOLD).sum()), "bad_share": scores.bad_share}
+    outcome = {"self_check": scores.self_check_auroc, "weights": scores.fusion.weights,
+               "suspects": int((scores.quality < THRESHOLD).sum()), "bad_share": scores.bad_share,
+               "report": None, "critic": None, "shipped_empty": 0, "without_shipped_empty": None}
+    if not (dataset / "truth.csv").exists():  # a clean copy: then only its suspects are counted
+        return outcome
+    truth, quality = read_truth(dataset / "truth.csv"), dict(zip(ids, scores.quality))
+    shipped = empty_as_shipped(dataset, truth)  # wrong as shipped, yet clean in truth.csv (DDTI: 7)
+    return outcome | {"report": detection_report(truth, quality),
+                      "critic": detection_report(truth, dict(zip(ids, signals.qam_score))),
+                      "shipped_empty": len(shipped),
+                      "without_shipped_empty": detection_report(without(truth, shipped), quality) if shipped else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{outcome['critic']['overall']['auroc']:.3f}")
         print("per kind AUROC:",
               json.dumps({kind: round(m["auroc"], 3) for kind, m in outcome["report"]["per_kind"].items()}))
-    if outcome["without_shipped_empty"] is not None:  # wrong as shipped, yet clean in truth.csv
+    if outcome["without_shipped_empty"] is not None:
         left_out = outcome["without_shipped_empty"]
         print(f"without the {outcome['shipped_empty']} masks empty as shipped: AUROC {left_out['overall']['auroc']:.3f} "
               f"AP {left_out['overall']['ap']:.3f}; per kind",
