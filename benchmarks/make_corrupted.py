@@ -304,9 +304,9 @@ def empty_as_shipped(copy: str | os.PathLike, truth: Mapping[str, tuple[bool, st
     shipped); empty otherwise, where empty masks are normal. Such a mask is wrong, not clean:
     detection reports can leave it out of both groups (``without``)."""
     source = scan_source(copy)
-    values = _label_values(source) if source.layout == "A" else []
     clean = [i for i, (corrupted, _) in truth.items() if not corrupted and i in source.masks]
-    empty = {i for i in clean if not _read_masks(source, i, values).any()}
+    # any non-zero value is a label (layout A) and any non-zero pixel an object (layout B): one read per mask
+    empty = {i for i in clean if not any(_read_gray(path).any() for path in source.masks[i])}
     return empty if clean and len(clean) - len(empty) >= MOSTLY_PRESENT * len(clean) else set()
 
 
