@@ -451,11 +451,15 @@ def self_check(scores, signals) -> dict[str, object]:
     if scores.reads_clean:
         sentence += (f" Almost no mask looks like a synthetic error of this dataset (estimated share of bad masks "
                      f"{100 * scores.bad_share:.1f} %), so only outliers are flagged.")
+    elif scores.rule == "bad probability":
+        sentence += (" The masks a mixture model would flag look mostly clean to the fusion, so a mask is a "
+                     "suspect only where its estimated probability of being bad is at least one half.")
     top = sorted(scores.fusion.weights.items(), key=lambda item: -abs(item[1]))
     return {
         "estimated_auroc": round(float(auroc), 4) if np.isfinite(auroc) else None,
         "estimated_bad_share": round(float(scores.bad_share), 4) if np.isfinite(scores.bad_share) else None,
         "segmenter_median_dice": round(median_dice, 4),
+        "suspect_rule": scores.rule,
         "summary": sentence,
         "fusion_weights": {name: round(weight, 4) for name, weight in top},
         "fusion_experts": scores.fusion.experts,

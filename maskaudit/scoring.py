@@ -7,7 +7,9 @@ how to combine them, one expert per corruption family (:mod:`maskaudit.evidence.
 output, the suspicion, orders the ranking. A Gaussian mixture on the suspicion then gives
 quality_score = P(label belongs to the clean component), so that 0.5 is a natural threshold; when
 the data show no second component (a clean dataset) it falls back to a tail probability, so only
-samples far from the rest drop below 0.5.
+samples far from the rest drop below 0.5. A 1-D mixture cannot tell a group of bad masks from the
+long upper tail of a clean population; where the masks it flags look clean to the fusion itself
+(their median estimated probability of being bad is low), quality_score is 1 - that probability.
 
 Shape key: N samples, K classes, E epochs.
 """
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from .evidence.fusion import Fusion, bad_share, fuse, self_check_auroc
+from .evidence.fusion import Fusion, bad_probability, bad_share, fuse, self_check_auroc
 from .evidence.priors import fit_priors, prior_evidence
 from .evidence.scaling import fit_class_scale, worst_class
 from .pages import new_memmap, release_pages
@@ -41,6 +43,7 @@ CLEAN_QUANTILE = 0.3            # the sample at this quantile of the suspicion i
 SPREAD_FLOOR = 0.1              # no component is narrower than this share of the scores' robust spread
 RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
 CLEAN_BAD_SHARE = 0.02          # estimated share of bad masks under which a dataset reads as clean
+FLAGGED_BAD_FLOOR = 0.15        # the mixture's suspects must have at least this median estimated P(bad)
 FIT_ROWS = 20_000               # the dataset-level models (priors, scales, fusion, mixture) learn from at most this many samples
 EVIDENCE_CHUNK = 16_384         # samples whose evidence is computed at a time
 
@@ -137,6 +140,28 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0, mixture: bool = 
     return np.clip((1 - RANK_SHARE) * posterior + RANK_SHARE * rank_share, 0.0, 1.0)
 
 
+def quality_from_bad_probability(probability: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """(N,) quality in [0, 1], non-increasing in ``score``: 1 - ``probability`` (N,), each mask's
+    estimated probability of being bad (:func:`maskaudit.evidence.fusion.bad_probability`, itself
+    increasing in ``score``), with the RANK_SHARE of the rank that keeps every score distinct."""
+    order = np.argsort(score, kind="stable")
+    rank_share = 1.0 - (np.argsort(order, kind="stable") + 0.5) / len(score)
+    return np.clip((1 - RANK_SHARE) * (1.0 - probability) + RANK_SHARE * rank_share, 0.0, 1.0)
+
+
+def suspect_rule(quality: np.ndarray, probability: np.ndarray | None) -> str:
+    """Which rule should set the suspects, given the mixture's (or tail's) ``quality`` (N,) and each
+    mask's estimated P(bad) ``probability`` (N,) or None: ``"mixture"``, or ``"bad probability"`` when
+    the masks under 0.5 look clean to the fusion (median P(bad) under FLAGGED_BAD_FLOOR). The mixture
+    then describes the long upper tail of a clean population, not a group of bad masks: on PH2 as
+    shipped it flagged 52 of 200 masks with a median P(bad) of 0.07 (docs/BENCHMARKS.md, section
+    0.000000000000)."""
+    flagged = quality < 0.5
+    if probability is None or not flagged.any() or np.median(probability[flagged]) >= FLAGGED_BAD_FLOOR:
+        return "mixture"
+    return "bad probability"
+
+
 IMAGE_EVIDENCE = ("edge_misfit", "step_misfit", "rim_blend")  # per-class fields of Signals, NaN for empty classes
 RIM_EVIDENCE = ("rim_disagreement",)                           # likewise, from the segmenter's probabilities
 CLASS_EVIDENCE = ("size_ratio", *IMAGE_EVIDENCE, *RIM_EVIDENCE)  # scaled per class before the worst class is taken
@@ -175,6 +200,7 @@ class Scores:
     fusion: Fusion                       # the learned weights, given masks' and probes' scores
     self_check_auroc: float              # estimated AUROC on this dataset (NaN: too few samples)
     bad_share: float                     # estimated share of bad masks (NaN: too few samples), see fusion.bad_share
+    rule: str = "mixture"                # what set quality: "tail" (reads clean), "mixture" or "bad probability"
 
     @property
     def reads_clean(self) -> bool:
@@ -207,9 +233,16 @@ def quality_scores(signals: "Signals", *, seed: int = 0, store: Path | None = No
                   seed=seed, fit_rows=None if len(reference) == count else reference,
                   families=np.asarray(fitted.probes.family).astype(np.int64))
     share = bad_share(fusion)
-    quality = quality_from_suspicion(fusion.suspicion, seed=seed, mixture=not share < CLEAN_BAD_SHARE)
+    if share < CLEAN_BAD_SHARE:
+        quality, rule = quality_from_suspicion(fusion.suspicion, seed=seed, mixture=False), "tail"
+    else:
+        quality = quality_from_suspicion(fusion.suspicion, seed=seed)
+        probability = bad_probability(fusion)
+        rule = suspect_rule(quality, probability)
+        if rule == "bad probability":
+            quality = quality_from_bad_probability(probability, fusion.suspicion)
     return Scores(quality=quality, suspicion=fusion.suspicion, evidence=given, fusion=fusion,
-                  self_check_auroc=self_check_auroc(fusion), bad_share=share)
+                  self_check_auroc=self_check_auroc(fusion), bad_share=share, rule=rule)
 
 
 def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.ndarray, *,

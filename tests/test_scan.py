@@ -91,6 +91,7 @@ def test_the_self_check_is_recorded_and_shown(scanned):
     check = json.loads((out / "run.json").read_text())["self_check"]
     assert 0.5 < check["estimated_auroc"] <= 1.0  # the planted errors are gross: probes are easy to tell apart
     assert 0.0 <= check["segmenter_median_dice"] <= 1.0
+    assert check["suspect_rule"] == "mixture"  # the planted group of bad masks looks bad to the fusion
     assert {"critic", "disagreement", "edge_misfit", "presence_surprise"} <= set(check["fusion_weights"])
     assert 1 <= check["fusion_experts"] <= 11  # one per corruption family with 10 probes, and one pooled
     assert check["summary"].endswith(".")

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from maskaudit.scoring import quality_from_suspicion, robust_z, upper_tail_z
+from maskaudit.scoring import (
+    quality_from_bad_probability, quality_from_suspicion, robust_z, suspect_rule, upper_tail_z,
+)
 
 
 def test_robust_z_ignores_a_single_extreme_value():
@@ -16,6 +18,34 @@ def test_robust_z_ignores_a_single_extreme_value():
 
 def test_robust_z_of_constant_values_is_zero():
     assert np.array_equal(robust_z(np.full(5, 3.0)), np.zeros(5))
+
+
+def _probability(score, odds_at_zero):
+    """P(bad) as the fusion estimates it: proportional to the odds exp(score), clipped to 1."""
+    return np.minimum(odds_at_zero * np.exp(score), 1.0)
+
+
+def test_a_mixture_of_a_clean_tail_gives_way_to_the_bad_probability():
+    """A clean population with a long upper tail and five gross errors: the mixture flags the tail,
+    whose masks the fusion believes clean, so the estimated probability of being bad decides."""
+    rng = np.random.default_rng(3)
+    score = np.r_[rng.normal(0, 0.5, 180), rng.normal(1.4, 0.8, 70), np.full(5, 8.0)]
+    probability = _probability(score, 0.01)
+    mixture = quality_from_suspicion(score)
+    assert (mixture < 0.5).sum() > 30
+    assert suspect_rule(mixture, probability) == "bad probability"
+    quality = quality_from_bad_probability(probability, score)
+    assert np.array_equal(np.flatnonzero(quality < 0.5), np.arange(250, 255))
+    order = np.argsort(score)
+    assert np.all(np.diff(quality[order]) <= 0) and len(np.unique(quality)) == len(score)  # monotone, no ties
+
+
+def test_a_group_of_masks_that_look_bad_keeps_the_mixture():
+    rng = np.random.default_rng(1)
+    score = np.r_[rng.normal(0.0, 1.0, 120), rng.normal(8.0, 1.5, 40)]
+    mixture = quality_from_suspicion(score)
+    assert suspect_rule(mixture, _probability(score, 0.01)) == "mixture"
+    assert suspect_rule(mixture, None) == "mixture"  # no learned fusion: nothing to check against
 
 
 def test_two_populations_split_at_the_natural_threshold():
