@@ -184,7 +184,7 @@ def scan(dataset: Path, out_dir: Path, config: ScanConfig, *, progress: bool = F
             seconds["rescore"], clock = time.perf_counter() - clock, time.perf_counter()
 
     clusters = cluster_features((signals.qam_features, signals.bottleneck, signals.shape), seed=config.train.seed)
-    check = self_check(scores, signals)
+    check = self_check(scores, signals, cases=volume_data is not None)
     _write_features(out_dir / "features.npz", data, signals, clusters, scores)
     release_signals(signals)  # the pages of cache/signals that scoring read
     release_pages(*scores.evidence.values())  # and those of the evidence that features.npz read
@@ -434,9 +434,10 @@ def _settings(config: ScanConfig) -> dict[str, object]:
     return settings
 
 
-def self_check(scores, signals) -> dict[str, object]:
+def self_check(scores, signals, *, cases: bool = False) -> dict[str, object]:
     """What a user can trust: the fusion's estimated AUROC on held-out synthetic corruptions of this
-    dataset, how well the segmenter fits the labels, and one sentence on what that means."""
+    dataset, how well the segmenter fits the labels, one sentence on what that means, and the rule
+    that set the suspects (``cases``: a volume dataset, whose case-level mixture or tail decides)."""
     auroc = scores.self_check_auroc
     median_dice = float(np.median(signals.dice.mean(axis=1)))
     if not np.isfinite(auroc):
@@ -451,7 +452,7 @@ def self_check(scores, signals) -> dict[str, object]:
     if scores.reads_clean:
         sentence += (f" Almost no mask looks like a synthetic error of this dataset (estimated share of bad masks "
                      f"{100 * scores.bad_share:.1f} %), so only outliers are flagged.")
-    elif scores.rule == "bad probability":
+    elif scores.rule == "bad probability" and not cases:
         sentence += (" The masks a mixture model would flag look mostly clean to the fusion, so a mask is a "
                      "suspect only where its estimated probability of being bad is at least one half.")
     top = sorted(scores.fusion.weights.items(), key=lambda item: -abs(item[1]))
@@ -459,7 +460,7 @@ def self_check(scores, signals) -> dict[str, object]:
         "estimated_auroc": round(float(auroc), 4) if np.isfinite(auroc) else None,
         "estimated_bad_share": round(float(scores.bad_share), 4) if np.isfinite(scores.bad_share) else None,
         "segmenter_median_dice": round(median_dice, 4),
-        "suspect_rule": scores.rule,
+        "suspect_rule": (("case tail" if scores.reads_clean else "case mixture") if cases else scores.rule),
         "summary": sentence,
         "fusion_weights": {name: round(weight, 4) for name, weight in top},
         "fusion_experts": scores.fusion.experts,

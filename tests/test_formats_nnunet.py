@@ -236,6 +236,7 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     assert (out / "report.html").is_file()
     run = json.loads((out / "run.json").read_text())
     assert run["dataset"]["axis"] == 2
+    assert run["self_check"]["suspect_rule"] in {"case mixture", "case tail"}  # cases, not slices, are suspects
     with open(out / "slices.csv", newline="", encoding="utf-8") as handle:
         slice_count = sum(1 for _ in csv.DictReader(handle))
     assert run["options"]["slices_per_epoch"] == slice_count  # a set this small is visited whole each epoch
