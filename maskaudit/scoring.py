@@ -135,18 +135,22 @@ def quality_from_suspicion(score: np.ndarray, *, seed: int = 0, mixture: bool = 
     posterior[score <= means[reference]] = 1.0
     order = np.argsort(score, kind="stable")
     posterior[order] = np.minimum.accumulate(posterior[order])
-    # Posteriors saturate at 0 and 1; a small share of the rank keeps every sample's score distinct.
-    rank_share = 1.0 - (np.argsort(order, kind="stable") + 0.5) / len(score)
-    return np.clip((1 - RANK_SHARE) * posterior + RANK_SHARE * rank_share, 0.0, 1.0)
+    return _with_rank(posterior, order)
 
 
 def quality_from_bad_probability(probability: np.ndarray, score: np.ndarray) -> np.ndarray:
     """(N,) quality in [0, 1], non-increasing in ``score``: 1 - ``probability`` (N,), each mask's
     estimated probability of being bad (:func:`maskaudit.evidence.fusion.bad_probability`, itself
-    increasing in ``score``), with the RANK_SHARE of the rank that keeps every score distinct."""
-    order = np.argsort(score, kind="stable")
-    rank_share = 1.0 - (np.argsort(order, kind="stable") + 0.5) / len(score)
-    return np.clip((1 - RANK_SHARE) * (1.0 - probability) + RANK_SHARE * rank_share, 0.0, 1.0)
+    increasing in ``score``), with the RANK_SHARE of the rank."""
+    return _with_rank(1.0 - probability, np.argsort(score, kind="stable"))
+
+
+def _with_rank(clean_probability: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """(N,) (1 - RANK_SHARE) * ``clean_probability`` + RANK_SHARE * the rank share, given ``order``
+    (N,), the positions sorted by rising suspicion: probabilities saturate at 0 and 1, and a small
+    share of the rank keeps every sample's quality distinct."""
+    rank_share = 1.0 - (np.argsort(order, kind="stable") + 0.5) / len(order)
+    return np.clip((1 - RANK_SHARE) * clean_probability + RANK_SHARE * rank_share, 0.0, 1.0)
 
 
 def suspect_rule(quality: np.ndarray, probability: np.ndarray | None) -> str:
