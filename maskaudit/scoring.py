@@ -204,7 +204,7 @@ class Scores:
     fusion: Fusion                       # the learned weights, given masks' and probes' scores
     self_check_auroc: float              # estimated AUROC on this dataset (NaN: too few samples)
     bad_share: float                     # estimated share of bad masks (NaN: too few samples), see fusion.bad_share
-    rule: str = "mixture"                # what set quality: "tail" (reads clean), "mixture" or "bad probability"
+    rule: str                            # what set quality: "tail" (reads clean), "mixture" or "bad probability"
 
     @property
     def reads_clean(self) -> bool:
