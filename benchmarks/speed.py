@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}\n")
-    print("| resolution | training img/s (fp32) | training img/s (auto: bf16 here) | scoring img/s |")
+    auto_dtype = autocast_dtype(torch.device("cpu"), "auto")
+    auto_name = "fp32" if auto_dtype is None else str(auto_dtype).removeprefix("torch.")
+    print(f"| resolution | training img/s (fp32) | training img/s (auto: {auto_name} here) | scoring img/s |")
     print("|---|---|---|---|")
     for size in (128, 256):
         fp32 = training_throughput(size, precision="fp32")
