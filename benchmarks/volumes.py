@@ -1,7 +1,7 @@
 """Volume datasets: case-level detection on corrupted hippocampus labels, and scan cost as slices grow.
 
     # 30 % of the 260 label volumes corrupted -> case-level AUROC / AP, scan time, peak RSS
-    python benchmarks/volumes.py auroc --work /tmp/maskaudit-volumes [--size 64] [--axis 2]
+    python benchmarks/volumes.py auroc --work /tmp/maskaudit-volumes [--size 64] [--axis 2] [--fraction 0.3]
 
     # the case metrics of that run again from its slices.csv (after a change of the case aggregation)
     python benchmarks/volumes.py rescore --work /tmp/maskaudit-volumes
@@ -198,7 +198,7 @@ def auroc(args: argparse.Namespace) -> None:
     from maskaudit.export import read_scores_csv
 
     dataset = args.work / "hippocampus-corrupted"
-    corrupted = make_corrupted(HIPPOCAMPUS, dataset, fraction=0.3, seed=args.seed)
+    corrupted = make_corrupted(HIPPOCAMPUS, dataset, fraction=args.fraction, seed=args.seed)
     (args.work / "corrupted.json").write_text(json.dumps(corrupted, indent=1))  # the truth, for rescore
     options = ["--size", str(args.size), "--seed", str(args.seed)]
     options += ["--axis", str(args.axis)] if args.axis is not None else []
@@ -306,6 +306,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--axis", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fraction", type=float, default=0.3, help="auroc: share of the label volumes corrupted.")
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--base-copies", type=int, default=3, help="Copies of each case at 1x (3: ~27,000 slices).")
     parser.add_argument("--epochs", type=int, default=None,
