@@ -19,6 +19,7 @@ import maskaudit.train as train_module
 from maskaudit.checkpoint import load_checkpoint
 from maskaudit.export import read_scores_csv
 from maskaudit.pipeline import ScanConfig, scan
+from maskaudit.precision import autocast_dtype
 from maskaudit.train import TrainConfig
 
 TRAIN = TrainConfig(size=32, epochs=3, batch_size=8, seed=7)  # 16 samples: 2 batches per epoch
@@ -52,7 +53,10 @@ def assert_same_scores(expected: Path, got: Path) -> None:
 def test_two_runs_with_the_same_seed_give_the_same_scores(dataset, reference, tmp_path):
     scan(dataset, tmp_path / "out", ScanConfig(train=TRAIN, report=False))
     assert_same_scores(reference, tmp_path / "out")
-    assert json.loads((tmp_path / "out/run.json").read_text())["torch_threads"] == 1
+    record = json.loads((tmp_path / "out/run.json").read_text())
+    assert record["torch_threads"] == 1
+    native = autocast_dtype(torch.device("cpu"), "auto")  # None without native bf16: the scan ran in fp32
+    assert record["segmenter_dtype"] == ("float32" if native is None else "bfloat16")
 
 
 def test_run_interrupted_mid_epoch_and_resumed_equals_an_uninterrupted_run(dataset, reference, tmp_path, monkeypatch):
