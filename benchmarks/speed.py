@@ -23,6 +23,7 @@ import torch
 
 from maskaudit.inference import run_networks
 from maskaudit.models import QualityAwarenessModule, UNet
+from maskaudit.precision import dtype_name
 from maskaudit.critic import corrupt_batch
 from maskaudit.train import TrainConfig, autocast_dtype, weighted_loss
 
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}\n")
-    auto_dtype = autocast_dtype(torch.device("cpu"), "auto")
-    auto_name = "fp32" if auto_dtype is None else str(auto_dtype).removeprefix("torch.")
+    auto_name = dtype_name(torch.device("cpu"), "auto")
     print(f"| resolution | training img/s (fp32) | training img/s (auto: {auto_name} here) | scoring img/s |")
     print("|---|---|---|---|")
     for size in (128, 256):

@@ -24,7 +24,7 @@ from .export import ScoreRow, write_json, write_scores_csv, write_suggested_mask
 from .formats import DatasetSource, open_dataset
 from .inference import predicted_masks
 from .mask_format import mask_format_of
-from .precision import autocast_dtype
+from .precision import dtype_name
 from .prepare import PreparedData, load_original, prepare
 from .prepare_volumes import SliceSamples, VolumeData, prepare_volumes
 from .refit import MeanSegmenter, Refit, refit_segmenter, refit_skip_reason
@@ -488,8 +488,7 @@ def _write_run_json(out_dir: Path, data: PreparedData, config: ScanConfig, resul
             # Same seed, same scores holds for the same machine, torch build and thread count.
             "torch_threads": torch.get_num_threads(),
             # what --precision resolved to on this machine (auto: bfloat16 only where the CPU computes it natively)
-            "segmenter_dtype": str(autocast_dtype(torch.device(result.config.device), result.config.precision)
-                                   or torch.float32).removeprefix("torch."),
+            "segmenter_dtype": dtype_name(torch.device(result.config.device), result.config.precision),
             "processes": group.world_size,
             "dataset": {
                 "root": str(data.index.root),

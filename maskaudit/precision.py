@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-__all__ = ["autocast_dtype", "segmenter_forward"]
+__all__ = ["autocast_dtype", "dtype_name", "segmenter_forward"]
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -30,6 +30,12 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     capability = torch.backends.cpu.get_cpu_capability()
     native = "AMX" in capability or (capability == "AVX512" and _cpu_flag("avx512_bf16"))
     return torch.bfloat16 if native else None
+
+
+def dtype_name(device: torch.device, precision: str) -> str:
+    """The name of the dtype the U-Net computes in on ``device`` under ``precision``: "float32",
+    "bfloat16" or "float16" (what run.json records: same seed, same scores holds within one)."""
+    return str(autocast_dtype(device, precision) or torch.float32).removeprefix("torch.")
 
 
 @functools.cache  # read once per process: inference asks for every batch, and /proc/cpuinfo grows with the cores
