@@ -182,6 +182,7 @@ def mask_evidence(signals: "Signals", priors, class_scales: dict, *, own: np.nda
         "disagreement": 1.0 - signals.dice.mean(axis=1),
         "pixel_softmin": -signals.softmin,
         "boundary": np.log1p(signals.boundary.max(axis=1)),
+        "object_miss": signals.object_miss.max(axis=1),
         "critic": -signals.qam_score,
         "critic_prefers_prediction": signals.qam_prediction - signals.qam_score,
         "oversize": worst_class(signals.size_ratio, class_scales["size_ratio"]),

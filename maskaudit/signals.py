@@ -45,6 +45,7 @@ class Signals:
     softmin: np.ndarray         # (N,) soft minimum over pixels of the probability of the given label
     size_ratio: np.ndarray      # (N, K) log((given area + 1) / (predicted area + 1)) per class
     rim_disagreement: np.ndarray  # (N, K) prediction vs mask on the rims either side of the outline, NaN where empty
+    object_miss: np.ndarray     # (N, K) the worst-matched whole object, mask's or prediction's, in [0, 1]
     qam_score: np.ndarray       # (N,) raw QAM score t of the final model: the label critic
     qam_prediction: np.ndarray  # (N,) the critic's t of the segmenter's own mask for the image (a probe's: the same)
     qam_features: np.ndarray    # (N, G) pooled QAM penultimate features (G = 0 for probes)

@@ -291,6 +291,30 @@ def test_the_rims_of_a_dilated_or_eroded_mask_disagree_with_the_prediction():
     assert with_void[0, 0] == pytest.approx(0.05, abs=0.01)
 
 
+def test_a_small_missing_or_extra_object_beside_a_large_one_is_an_object_miss():
+    from maskaudit.evidence.segmenter import object_miss, segmenter_evidence
+
+    yy, xx = np.mgrid[:64, :64]
+    large = (yy - 30) ** 2 + (xx - 30) ** 2 < 20 ** 2        # about 1,250 px
+    small = (yy - 56) ** 2 + (xx - 56) ** 2 < 3 ** 2          # about 30 px
+    truth = large | small
+    blob = truth | ((yy - 5) ** 2 + (xx - 58) ** 2 < 3 ** 2)  # a spurious one where the image shows nothing
+    speck = truth.copy()
+    speck[2, 2] = True                                        # a 1 px component: no object
+    masks = np.stack([truth, large, blob, speck, np.zeros_like(truth)])[:, None]
+    probabilities = np.where(truth, 0.95, 0.05)[None, None].repeat(len(masks), axis=0)
+    misses = object_miss(probabilities, probabilities > 0.5, masks)[:, 0]
+    assert misses[0] == pytest.approx(0.05)   # every object matched (its mean probability is 0.95)
+    assert misses[1] == pytest.approx(1.0)    # the small object left out
+    assert misses[2] == pytest.approx(0.95)   # the blob's mean probability is 0.05
+    assert misses[3] == pytest.approx(0.05)
+    assert misses[4] == pytest.approx(1.0)    # an empty mask leaves every object out
+    dice = segmenter_evidence(probabilities, masks, multilabel=True)["dice"][:, 0]
+    assert dice[1] > 0.97 and dice[2] > 0.97  # which Dice barely sees
+    nothing = np.zeros_like(masks[:1])
+    assert object_miss(np.zeros(nothing.shape), nothing, nothing)[0, 0] == 0.0
+
+
 class _ThresholdSegmenter(torch.nn.Module):
     """A segmenter that finds the bright disk exactly: logits (B, 1, S, S) of image > 0.47, no bottleneck."""
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scipy import ndimage
+
 from ..distance import signed_distance
 from ..inference import predicted_masks
 from ..metrics import boundary_distance, dice_per_class, softmin_label_quality
@@ -28,7 +30,8 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
     log((mask area + 1) / (predicted area + 1)) per class: a segmenter that over- or under-segments
     everywhere shifts it for every mask alike, so a mask far from the dataset's usual ratio is too
     large or too small even where the prediction itself is biased. ``rim_disagreement`` (b, K)
-    compares the prediction with the mask on either side of its outline (:func:`rim_disagreement`).
+    compares the prediction with the mask on either side of its outline (:func:`rim_disagreement`), and
+    ``object_miss`` (b, K) asks whether a whole object is missing or extra (:func:`object_miss`).
     """
     whole = predicted = predicted_masks(probabilities, multilabel=multilabel)
     filled = masks if filled is None else filled
@@ -46,6 +49,7 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
         # whole structures: a VOC band covers most of a thin structure, whose valid pixels alone give a noisy ratio
         "size_ratio": np.log((filled.sum(axis=(2, 3)) + 1.0) / (whole.sum(axis=(2, 3)) + 1.0)),
         "rim_disagreement": rim_disagreement(probabilities, filled, valid=valid),
+        "object_miss": object_miss(probabilities, predicted, masks),
     }
 
 
@@ -71,3 +75,31 @@ def rim_disagreement(probabilities: np.ndarray, masks: np.ndarray, *, valid: np.
             claim = float(sample_probabilities[k][outer].mean()) if outer.any() else 0.0
             disagreement[i, k] = 1.0 - float(sample_probabilities[k][inner].mean()) + claim
     return disagreement
+
+
+MIN_OBJECT_PX = 4  # px at the working size: smaller components of the mask or of the prediction are not objects
+
+
+def object_miss(probabilities: np.ndarray, predicted: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(b, K) in [0, 1]: the worst-matched whole object of each class, however small. For every
+    connected component of the mask, 1 - the mean class probability over it (an object the segmenter
+    does not see there: a spurious blob, another image's mask); for every component of the prediction
+    ``predicted`` (b, K, S, S) bool, 1 - the share of it inside the mask (an object the mask leaves
+    out). Components under MIN_OBJECT_PX pixels are skipped; 0 where none is left. Dice hides a missing
+    40 px object beside a 4,000 px one; this does not."""
+    worst = np.zeros(masks.shape[:2])
+    for i, (sample_probabilities, sample_predicted, sample_masks) in enumerate(zip(probabilities, predicted, masks)):
+        for k, (probability, prediction, mask) in enumerate(zip(sample_probabilities, sample_predicted, sample_masks)):
+            misses = [1.0 - float(probability[component].mean()) for component in _objects(mask)]
+            misses += [1.0 - float(mask[component].mean()) for component in _objects(prediction)]
+            worst[i, k] = max(misses, default=0.0)
+    return worst
+
+
+def _objects(mask: np.ndarray) -> list[np.ndarray]:
+    """The (S, S) bool pixel sets of the 8-connected components of ``mask`` of at least MIN_OBJECT_PX pixels."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return []
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    return [labels == label for label in np.flatnonzero(sizes >= MIN_OBJECT_PX) if label != 0]
