@@ -90,16 +90,16 @@ def object_miss(probabilities: np.ndarray, predicted: np.ndarray, masks: np.ndar
     worst = np.zeros(masks.shape[:2])
     for i, (sample_probabilities, sample_predicted, sample_masks) in enumerate(zip(probabilities, predicted, masks)):
         for k, (probability, prediction, mask) in enumerate(zip(sample_probabilities, sample_predicted, sample_masks)):
-            misses = [1.0 - float(probability[component].mean()) for component in _objects(mask)]
-            misses += [1.0 - float(mask[component].mean()) for component in _objects(prediction)]
-            worst[i, k] = max(misses, default=0.0)
+            misses = np.r_[1.0 - _object_means(probability, mask), 1.0 - _object_means(mask, prediction)]
+            worst[i, k] = misses.max(initial=0.0)
     return worst
 
 
-def _objects(mask: np.ndarray) -> list[np.ndarray]:
-    """The (S, S) bool pixel sets of the 8-connected components of ``mask`` of at least MIN_OBJECT_PX pixels."""
+def _object_means(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n,) the mean of ``values`` (S, S) over each 8-connected component of ``mask`` (S, S) bool of at
+    least MIN_OBJECT_PX pixels."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if count == 0:
-        return []
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    return [labels == label for label in np.flatnonzero(sizes >= MIN_OBJECT_PX) if label != 0]
+    objects = np.flatnonzero(np.bincount(labels.ravel(), minlength=count + 1)[1:] >= MIN_OBJECT_PX) + 1
+    if len(objects) == 0:
+        return np.zeros(0)
+    return np.asarray(ndimage.mean(values.astype(np.float64), labels, objects))
