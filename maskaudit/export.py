@@ -37,6 +37,7 @@ SCORE_COLUMNS = (
     "worst_slice",
     "annotation_ids",
     "boundary_distance_mm",
+    "object_miss",
 )
 LIST_SEPARATOR = ";"
 
@@ -67,6 +68,7 @@ class ScoreRow:
     worst_slice: int | None = None  # volumes: index of the case's worst slice along the slicing axis
     annotation_ids: tuple[int, ...] = ()  # COCO: ids of the annotations drawn into the sample's masks
     boundary_distance_mm: float | None = None  # volumes: boundary_distance in mm; None for 2-D images
+    object_miss: float = 0.0        # [0, 1] the worst-matched whole object, the mask's or the segmenter's
 
     def as_csv_fields(self) -> list[str]:
         return [
@@ -92,6 +94,7 @@ class ScoreRow:
             "" if self.worst_slice is None else str(self.worst_slice),
             LIST_SEPARATOR.join(str(value) for value in self.annotation_ids),
             "" if self.boundary_distance_mm is None else f"{self.boundary_distance_mm:.3f}",
+            f"{self.object_miss:.4f}",
         ]
 
 

@@ -357,6 +357,7 @@ def _rank_and_diagnose(data, result, signals, clusters, scores, config, out_dir,
                 shape_outlier=float(scores.evidence["shape_outlier"][position]),
                 suggestion_confidence=confidence.get(position),
                 annotation_ids=tuple((annotation_ids or {}).get(sample.id, ())),
+                object_miss=float(signals.object_miss[position].max()),
             )
         )
     return rows

@@ -153,6 +153,7 @@ def rank_cases(volume_data: VolumeData, unet, signals, clusters, scores, *, thre
             outlier=bool(clusters.outlier[worst]), outlier_score=float(clusters.outlier_score[worst]),
             worst_slice=int(volume_data.slice_of[worst]),
             boundary_distance_mm=float(signals.boundary_mm[worst].max()),
+            object_miss=float(signals.object_miss[worst].max()),
         ))
     return rows, case_scores
 

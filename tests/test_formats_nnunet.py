@@ -213,7 +213,8 @@ def test_volume_scan_writes_case_rows_slices_and_suggested_nifti(tmp_path):
     with open(out / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(row["id"] for row in rows) == [f"case_{case:03d}" for case in range(8)]
-    assert list(rows[0])[-3:] == ["worst_slice", "annotation_ids", "boundary_distance_mm"]
+    assert list(rows[0])[-4:] == ["worst_slice", "annotation_ids", "boundary_distance_mm", "object_miss"]
+    assert all(0.0 <= float(row["object_miss"]) <= 1.0 for row in rows)
     assert all(0 <= int(row["worst_slice"]) < SHAPE[2] for row in rows)
     assert rows[0]["mask"] == f"labelsTr/{rows[0]['id']}.nii.gz"
     with open(out / "slices.csv", newline="") as handle:

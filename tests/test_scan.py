@@ -59,6 +59,7 @@ def test_scores_csv_is_complete_and_ordered(scanned):
         assert (row["issue_type"] == "ok") == (row["suspect"] == "0")
         assert 0.0 <= float(row["dice_vs_prediction"]) <= 1.0
         assert len(row["dice_per_class"].split(";")) == 3
+        assert 0.0 <= float(row["object_miss"]) <= 1.0
 
 
 def test_suspects_get_suggested_masks_in_the_dataset_layout(scanned):
