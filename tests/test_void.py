@@ -84,7 +84,7 @@ def test_a_void_filled_probe_is_compared_with_the_prediction_on_labelled_pixels_
     filled = fill_void(given, valid)[None]
     as_given = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None], filled=filled)
     as_filled = segmenter_evidence(probabilities, filled, multilabel=True, valid=valid[None], filled=filled)
-    for name in ("dice", "boundary", "softmin", "size_ratio", "rim_disagreement"):
+    for name in ("dice", "boundary", "softmin", "size_ratio", "rim_disagreement", "object_miss"):
         np.testing.assert_allclose(as_filled[name], as_given[name], err_msg=name)
     assert as_given["dice"][0, 0] == 1.0
 
@@ -103,6 +103,24 @@ def test_size_and_rims_compare_whole_structures_with_the_prediction():
     labelled_only = segmenter_evidence(probabilities, given[None], multilabel=True, valid=valid[None])
     assert labelled_only["size_ratio"][0, 0] < np.log(0.6)  # 36 labelled px against 64 predicted
 
+
+def test_a_prediction_a_little_larger_than_a_banded_mask_is_one_matched_object():
+    """The band cuts the given outline out of the mask; cut out of the prediction too, it would leave the
+    prediction's outer rim as a separate object that the mask does not cover at all."""
+    from maskaudit.evidence.segmenter import segmenter_evidence
+
+    square = np.zeros((64, 64), bool)
+    square[12:52, 12:52] = True
+    band = np.zeros_like(square)
+    band[11:53, 11:53] = True
+    band[13:51, 13:51] = False                       # 1 px either side of the outline
+    predicted = np.zeros_like(square)
+    predicted[10:54, 10:54] = True                   # 2 px larger all round
+    probabilities = np.where(predicted, 0.9, 0.1)[None, None]
+    given, valid = (square & ~band)[None, None], ~band[None]
+    evidence = segmenter_evidence(probabilities, given, multilabel=True, valid=valid,
+                                  filled=fill_void(given[0], valid[0])[None])
+    assert evidence["object_miss"][0, 0] < 0.25      # 1 - 1,600 / 1,936 of the prediction covered
 
 def test_the_segmenters_mask_gets_a_band_along_its_own_outline_where_the_given_void_is_a_band():
     """The critic learned masks drawn with a VOC band; the segmenter's mask, which it also scores,

@@ -49,7 +49,7 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
         # whole structures: a VOC band covers most of a thin structure, whose valid pixels alone give a noisy ratio
         "size_ratio": np.log((filled.sum(axis=(2, 3)) + 1.0) / (whole.sum(axis=(2, 3)) + 1.0)),
         "rim_disagreement": rim_disagreement(probabilities, filled, valid=valid),
-        "object_miss": object_miss(probabilities, predicted, masks),
+        "object_miss": object_miss(probabilities, whole, filled),  # whole: a band cut out of both leaves bits of prediction
     }
 
 
