@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 import torch.nn.functional as F
 
 from .corruptions import CRITIC_FAMILIES, family_corruption
@@ -68,6 +69,24 @@ def probe_batch(
         )
         family[i] = CRITIC_FAMILIES.index(name) if name else -1
     return corrupted, family
+
+
+def probe_reach(masks: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """(B,) how far each probe (B, K, S, S) bool moves its mask (B, K, S, S) bool: the largest distance,
+    in working px, from a changed pixel to the mask's outline over classes; 0 where nothing changed and
+    inf where a class gained pixels from nothing. Smoothing a round outline moves it by a pixel or two,
+    a spurious blob far from the structure by its whole distance."""
+    reach = np.zeros(len(masks))
+    for i, (given, probe) in enumerate(zip(np.asarray(masks, bool), np.asarray(probes, bool))):
+        for mask, changed in zip(given, given ^ probe):
+            if not changed.any():
+                continue
+            if not mask.any():
+                reach[i] = np.inf
+                break
+            outline = mask & ~ndimage.binary_erosion(mask)
+            reach[i] = max(reach[i], float(ndimage.distance_transform_edt(~outline)[changed].max()))
+    return reach
 
 
 def ranking_loss(t_given: torch.Tensor, t_corrupted: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ SPREAD_FLOOR = 0.1              # no component is narrower than this share of th
 RANK_SHARE = 0.05               # share of quality_score that comes from the rank, to break ties
 CLEAN_BAD_SHARE = 0.02          # estimated share of bad masks under which a dataset reads as clean
 FLAGGED_BAD_FLOOR = 0.15        # the mixture's suspects must have at least this median estimated P(bad)
+SELF_CHECK_REACH_PX = 3.0       # probes that move no part of the outline this far (working px) are no errors to the eye
 FIT_ROWS = 20_000               # the dataset-level models (priors, scales, fusion, mixture) learn from at most this many samples
 EVIDENCE_CHUNK = 16_384         # samples whose evidence is computed at a time
 
@@ -247,7 +248,8 @@ def quality_scores(signals: "Signals", *, seed: int = 0, store: Path | None = No
         if rule == "bad probability":
             quality = quality_from_bad_probability(probability, fusion.suspicion)
     return Scores(quality=quality, suspicion=fusion.suspicion, evidence=given, fusion=fusion,
-                  self_check_auroc=self_check_auroc(fusion), bad_share=share, rule=rule)
+                  self_check_auroc=self_check_auroc(fusion, counted=np.asarray(fitted.probes.reach) >= SELF_CHECK_REACH_PX),
+                  bad_share=share, rule=rule)
 
 
 def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.ndarray, *,

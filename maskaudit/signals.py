@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .critic import critic_families, probe_batch
+from .critic import critic_families, probe_batch, probe_reach
 from .evidence.image import image_evidence
 from .evidence.segmenter import segmenter_evidence
 from .inference import predicted_masks, run_networks
@@ -55,6 +55,7 @@ class Signals:
     step_misfit: np.ndarray     # (N, K) colour-step misfit per class, NaN where empty
     rim_blend: np.ndarray       # (N, K) likeness of the rims either side of the outline, NaN where empty
     family: np.ndarray          # (N,) a probe's corruption family, its index in CRITIC_FAMILIES (-1: a given mask, or none applied)
+    reach: np.ndarray           # (N,) how far a probe moves its mask's outline, working px (maskaudit.critic.probe_reach; 0: a given mask)
     probes: "Signals | None" = field(default=None, compare=False)  # the same for one corrupted copy of each mask
 
 
@@ -117,14 +118,15 @@ def compute_signals(
             predicted = np.stack([drawn_as_given(*sample) for sample in zip(predicted, filled, valid)])
         t_prediction = _critic_scores(result.qam, batch_images, predicted, device=device)
         given_rows.put(out.start, parts | {"qam_prediction": t_prediction, "qam_features": out.qam_features,
-                                           "bottleneck": out.bottleneck, "family": np.full(len(given), -1)})
+                                           "bottleneck": out.bottleneck, "family": np.full(len(given), -1),
+                                           "reach": np.zeros(len(given))})
         rng = np.random.default_rng([seed, rows.start + out.start])  # the same probes in any process split
         # probes corrupt the masks as given, which the critic reads (void pixels as background, as in training)
         corrupted, family = probe_batch(given, rng, families=families, classes=data.index.classes)
         t = _critic_scores(result.qam, batch_images, corrupted, device=device)
         probe_rows.put(out.start, _mask_signals(batch_images, corrupted, fill_void_batch(corrupted, valid),
                                                 out.probabilities, t, multilabel=multilabel, valid=valid)
-                       | {"qam_prediction": t_prediction, "family": family})
+                       | {"qam_prediction": t_prediction, "family": family, "reach": probe_reach(given, corrupted)})
         release_pages(images, masks, data.void)  # one pass over the cache leaves none of it resident
         if (out.start // batch_size) % TRIM_EVERY == TRIM_EVERY - 1:
             release_pages(*given_rows.arrays.values(), *probe_rows.arrays.values())  # written so far (a flush)

@@ -6,7 +6,7 @@ import torch
 from skimage.draw import disk as draw_disk
 
 from maskaudit.corruptions import CRITIC_FAMILIES, random_corruption
-from maskaudit.critic import corrupt_batch, critic_families, probe_batch, ranking_loss
+from maskaudit.critic import corrupt_batch, critic_families, probe_batch, probe_reach, ranking_loss
 from maskaudit.models import QualityAwarenessModule
 
 
@@ -69,6 +69,21 @@ def test_unknown_holdout_families_are_refused():
     assert "shift" not in critic_families(("shift",))
     with pytest.raises(ValueError, match="unknown critic corruption"):
         critic_families(("shfit",))
+
+
+def test_probe_reach_tells_a_redrawn_outline_from_a_moved_one():
+    yy, xx = np.mgrid[:64, :64]
+    disk = (yy - 32) ** 2 + (xx - 32) ** 2 < 15 ** 2
+    eroded = (yy - 32) ** 2 + (xx - 32) ** 2 < 14 ** 2         # the outline one pixel in
+    far_blob = disk | ((yy - 5) ** 2 + (xx - 5) ** 2 < 3 ** 2)
+    empty = np.zeros_like(disk)
+    masks = np.stack([np.stack([disk, empty])] * 4)
+    probes = np.stack([np.stack([disk, empty]), np.stack([eroded, empty]), np.stack([far_blob, empty]),
+                       np.stack([disk, disk])])
+    reach = probe_reach(masks, probes)
+    assert reach[0] == 0.0 and 0.5 < reach[1] <= 1.5     # unchanged; moved by a pixel
+    assert reach[2] > 20                                   # a blob 25 px from the disk's edge
+    assert reach[3] == np.inf                              # a class drawn where there was none
 
 
 def test_ranking_loss_prefers_given_masks_scored_above_their_corruptions():

@@ -241,6 +241,15 @@ def test_the_self_check_counts_given_masks_as_little_as_they_look_bad():
     assert np.mean(fusion.suspicion[90:] > np.median(fusion.suspicion[:90])) > 0.95
 
 
+def test_the_self_check_can_leave_out_probes_that_are_no_errors():
+    rng = np.random.default_rng(2)
+    errors, no_errors = rng.normal(4, 1, 80), rng.normal(0, 1, 40)  # a third of the probes look like given masks
+    fusion = fuse({"x": rng.normal(0, 1, 120)}, {"x": np.r_[errors, no_errors]}, seed=0)
+    counted = np.r_[np.ones(80, bool), np.zeros(40, bool)]
+    assert self_check_auroc(fusion, counted=counted) > self_check_auroc(fusion) + 0.1
+    assert np.isnan(self_check_auroc(fusion, counted=np.zeros(120, bool)))
+
+
 def test_the_bad_share_is_near_zero_for_clean_masks_and_finds_a_population_of_bad_ones():
     """Probes 8 sd from the clean masks (clean JSRT's fusion separates them about as well)."""
     rng = np.random.default_rng(4)
@@ -303,7 +312,7 @@ def test_a_small_missing_or_extra_object_beside_a_large_one_is_an_object_miss():
     speck[2, 2] = True                                        # a 1 px component: no object
     masks = np.stack([truth, large, blob, speck, np.zeros_like(truth)])[:, None]
     probabilities = np.where(truth, 0.95, 0.05)[None, None].repeat(len(masks), axis=0)
-    misses = object_miss(probabilities, probabilities > 0.5, masks)[:, 0]
+    misses = object_miss(probabilities, masks, multilabel=True)[:, 0]
     assert misses[0] == pytest.approx(0.05)   # every object matched (its mean probability is 0.95)
     assert misses[1] == pytest.approx(1.0)    # the small object left out
     assert misses[2] == pytest.approx(0.95)   # the blob's mean probability is 0.05
@@ -312,7 +321,25 @@ def test_a_small_missing_or_extra_object_beside_a_large_one_is_an_object_miss():
     dice = segmenter_evidence(probabilities, masks, multilabel=True)["dice"][:, 0]
     assert dice[1] > 0.97 and dice[2] > 0.97  # which Dice barely sees
     nothing = np.zeros_like(masks[:1])
-    assert object_miss(np.zeros(nothing.shape), nothing, nothing)[0, 0] == 0.0
+    assert object_miss(np.zeros(nothing.shape), nothing, multilabel=False)[0, 0] == 0.0
+    unsure = np.where(truth, 0.95, 0.05)
+    unsure[2:6, 40:44] = 0.7                                  # a 16 px speck the segmenter half-believes in
+    assert object_miss(unsure[None, None], truth[None, None], multilabel=False)[0, 0] == pytest.approx(0.05)
+
+
+def test_a_sliver_another_exclusive_class_owns_is_no_missing_object_but_a_blob_on_nothing_is():
+    from maskaudit.evidence.segmenter import object_miss
+
+    yy, xx = np.mgrid[:64, :64]
+    lung, clavicle = (yy > 20) & (yy < 60) & (xx > 10) & (xx < 30), (yy > 10) & (yy < 20) & (xx > 5) & (xx < 35)
+    sliver = (yy > 7) & (yy < 10) & (xx > 12) & (xx < 18)   # 10 px of lung past the clavicle, which the segmenter calls clavicle
+    blob = (yy > 5) & (yy < 9) & (xx > 50) & (xx < 54)      # 9 px of lung on background
+    probabilities = np.stack([np.where(lung, 0.95, 0.02), np.where(clavicle | sliver, 0.95, 0.02)])[None]
+    for extra, expected in ((sliver, 0.05), (blob, 0.98)):
+        masks = np.stack([lung | extra, clavicle])[None]
+        assert object_miss(probabilities, masks, multilabel=False)[0, 0] == pytest.approx(expected)
+    # where classes overlap, each is judged alone: the sliver is lung the segmenter does not see
+    assert object_miss(probabilities, np.stack([lung | sliver, clavicle])[None], multilabel=True)[0, 0] == pytest.approx(0.98)
 
 
 class _ThresholdSegmenter(torch.nn.Module):

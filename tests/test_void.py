@@ -104,9 +104,10 @@ def test_size_and_rims_compare_whole_structures_with_the_prediction():
     assert labelled_only["size_ratio"][0, 0] < np.log(0.6)  # 36 labelled px against 64 predicted
 
 
-def test_a_prediction_a_little_larger_than_a_banded_mask_is_one_matched_object():
-    """The band cuts the given outline out of the mask; cut out of the prediction too, it would leave the
-    prediction's outer rim as a separate object that the mask does not cover at all."""
+def test_objects_that_meet_the_void_are_not_judged_but_labelled_ones_are():
+    """A VOC band along the outline: a prediction a little larger than the structure reaches past the
+    band, and cut by it would leave its rim as an object nobody labelled. Components that meet the void
+    are partly unknown and left out; an object the segmenter is sure of in labelled pixels counts."""
     from maskaudit.evidence.segmenter import segmenter_evidence
 
     square = np.zeros((64, 64), bool)
@@ -116,11 +117,15 @@ def test_a_prediction_a_little_larger_than_a_banded_mask_is_one_matched_object()
     band[13:51, 13:51] = False                       # 1 px either side of the outline
     predicted = np.zeros_like(square)
     predicted[10:54, 10:54] = True                   # 2 px larger all round
-    probabilities = np.where(predicted, 0.9, 0.1)[None, None]
-    given, valid = (square & ~band)[None, None], ~band[None]
-    evidence = segmenter_evidence(probabilities, given, multilabel=True, valid=valid,
-                                  filled=fill_void(given[0], valid[0])[None])
-    assert evidence["object_miss"][0, 0] < 0.25      # 1 - 1,600 / 1,936 of the prediction covered
+    speck = np.zeros_like(square)
+    speck[56:60, 56:60] = True                       # the segmenter sure of an object nobody labelled
+    probabilities = np.where(predicted | speck, 0.95, 0.05)[None, None]
+    given = (square & ~band)[None, None]
+    for void, expected in ((band, 1.0), (band | speck, 0.0)):
+        evidence = segmenter_evidence(probabilities, given, multilabel=True, valid=~void[None],
+                                      filled=fill_void(given[0], ~void)[None])
+        assert evidence["object_miss"][0, 0] == expected
+
 
 def test_the_segmenters_mask_gets_a_band_along_its_own_outline_where_the_given_void_is_a_band():
     """The critic learned masks drawn with a VOC band; the segmenter's mask, which it also scores,

@@ -227,19 +227,21 @@ def bad_share(fusion: Fusion) -> float:
     return float("nan") if probability is None else float(np.mean(probability))
 
 
-def self_check_auroc(fusion: Fusion) -> float:
+def self_check_auroc(fusion: Fusion, *, counted: np.ndarray | None = None) -> float:
     """Estimated AUROC of the ranking on this dataset: the probes against the given masks, both
     scored out of fold, each given mask weighted by its estimated probability of being clean
     (1 - :func:`bad_probability`), so that the bad masks among them count as little as the fusion
     believes them bad, and no threshold decides. Where it believes almost every mask bad (weights
     summing to under MIN_PER_CLASS: a fusion that cannot tell probes from given masks), every given
-    mask counts fully. NaN if the fusion was not learned."""
+    mask counts fully. ``counted`` (P,) bool keeps only some probes (None: all), e.g. those that
+    are errors to the eye. NaN if the fusion was not learned or no probe is counted."""
     probability = bad_probability(fusion)
-    if probability is None:
+    probes = fusion.probe_scores if counted is None else fusion.probe_scores[np.asarray(counted, bool)]
+    if probability is None or len(probes) == 0:
         return float("nan")
     clean_weight = 1.0 - probability
     if clean_weight.sum() < MIN_PER_CLASS:
         clean_weight = np.ones_like(clean_weight)
-    labels = np.r_[np.zeros(len(clean_weight)), np.ones(len(fusion.probe_scores))]
-    return float(roc_auc_score(labels, np.r_[fusion.suspicion, fusion.probe_scores],
-                               sample_weight=np.r_[clean_weight, np.ones(len(fusion.probe_scores))]))
+    labels = np.r_[np.zeros(len(clean_weight)), np.ones(len(probes))]
+    return float(roc_auc_score(labels, np.r_[fusion.suspicion, probes],
+                               sample_weight=np.r_[clean_weight, np.ones(len(probes))]))

@@ -20,7 +20,7 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
     """Per-sample disagreement between masks (b, K, S, S) bool and the segmenter's probabilities
     (b, K, S, S) float; ``valid`` (b, S, S) bool is False on void pixels, which never count (None: none);
     ``filled`` (b, K, S, S) bool the void-filled masks (maskaudit.void; None: ``masks``), whose whole
-    structures the size ratio and the rims read; ``pixel_mm`` (b, 2) the size in mm of a working
+    structures the size ratio, the rims and the objects read; ``pixel_mm`` (b, 2) the size in mm of a working
     pixel along rows and columns (volumes), or None.
 
     Returns ``dice`` (b, K) Dice(mask, prediction) per class, ``boundary`` (b, K) mean surface
@@ -49,7 +49,7 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
         # whole structures: a VOC band covers most of a thin structure, whose valid pixels alone give a noisy ratio
         "size_ratio": np.log((filled.sum(axis=(2, 3)) + 1.0) / (whole.sum(axis=(2, 3)) + 1.0)),
         "rim_disagreement": rim_disagreement(probabilities, filled, valid=valid),
-        "object_miss": object_miss(probabilities, whole, filled),  # whole: a band cut out of both leaves bits of prediction
+        "object_miss": object_miss(probabilities, filled, multilabel=multilabel, valid=valid),  # whole structures, as for the size ratio
     }
 
 
@@ -78,28 +78,46 @@ def rim_disagreement(probabilities: np.ndarray, masks: np.ndarray, *, valid: np.
 
 
 MIN_OBJECT_PX = 4  # px at the working size: smaller components of the mask or of the prediction are not objects
+SURE = 0.9         # class probability above which the segmenter is sure of an object
 
 
-def object_miss(probabilities: np.ndarray, predicted: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(b, K) in [0, 1]: the worst-matched whole object of each class, however small. For every
-    connected component of the mask, 1 - the mean class probability over it (an object the segmenter
-    does not see there: a spurious blob, another image's mask); for every component of the prediction
-    ``predicted`` (b, K, S, S) bool, 1 - the share of it inside the mask (an object the mask leaves
-    out). Components under MIN_OBJECT_PX pixels are skipped; 0 where none is left. Dice hides a missing
-    40 px object beside a 4,000 px one; this does not."""
+def object_miss(probabilities: np.ndarray, masks: np.ndarray, *, multilabel: bool,
+                valid: np.ndarray | None = None) -> np.ndarray:
+    """(b, K) in [0, 1]: the worst-matched whole object of each class, however small, from the class
+    probabilities (b, K, S, S) and the masks (b, K, S, S) bool. For every connected component of the
+    mask, 1 - the mean class probability over it (the segmenter sees nothing there: a spurious blob,
+    another image's mask); for every component where the segmenter is sure of the class (probability
+    > SURE), 1 - the share of it that the mask covers (an object the mask leaves out; the specks a
+    segmenter half-believes in are no such object). Where classes exclude each other (not
+    ``multilabel``), "the class" is any class: which of two touching classes owns a sliver is no
+    missing object, and the other evidence judges it; overlapping classes are judged each alone. ``valid``
+    (b, S, S) bool, False on void pixels (None: none): only components wholly in labelled pixels are
+    judged, as one that meets the void is partly unknown (a dataset that draws a void band along every
+    outline, as VOC does, is judged on the objects its masks leave out). Components under MIN_OBJECT_PX
+    pixels are skipped; 0 where none is left. Dice hides a missing 40 px object beside a 4,000 px one;
+    this does not."""
     worst = np.zeros(masks.shape[:2])
-    for i, (sample_probabilities, sample_predicted, sample_masks) in enumerate(zip(probabilities, predicted, masks)):
-        for k, (probability, prediction, mask) in enumerate(zip(sample_probabilities, sample_predicted, sample_masks)):
-            misses = np.r_[1.0 - _object_means(probability, mask), 1.0 - _object_means(mask, prediction)]
+    for i, (sample_probabilities, sample_masks) in enumerate(zip(probabilities, masks)):
+        known = None if valid is None else valid[i]
+        seen, labelled = sample_probabilities.max(axis=0), sample_masks.any(axis=0)  # (S, S): any class
+        for k, (probability, mask) in enumerate(zip(sample_probabilities, sample_masks)):
+            if multilabel:
+                seen, labelled = probability, mask
+            misses = np.r_[1.0 - _object_means(seen, mask, counted=known),
+                           1.0 - _object_means(labelled, probability > SURE, counted=known)]
             worst[i, k] = misses.max(initial=0.0)
     return worst
 
 
-def _object_means(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(n,) the mean of ``values`` (S, S) over each 8-connected component of ``mask`` (S, S) bool of at
-    least MIN_OBJECT_PX pixels."""
+def _object_means(values: np.ndarray, mask: np.ndarray, *, counted: np.ndarray | None = None) -> np.ndarray:
+    """(n,) the mean of ``values`` (S, S) over each 8-connected component of ``mask`` (S, S) bool with
+    at least MIN_OBJECT_PX pixels, all of them where ``counted`` (S, S) bool is True (None: everywhere)."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    objects = np.flatnonzero(np.bincount(labels.ravel(), minlength=count + 1)[1:] >= MIN_OBJECT_PX) + 1
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    whole = sizes >= MIN_OBJECT_PX
+    if counted is not None:  # a component that meets the void is partly unknown
+        whole &= np.bincount(labels[counted].ravel(), minlength=count + 1)[1:] == sizes
+    objects = np.flatnonzero(whole) + 1
     if len(objects) == 0:
         return np.zeros(0)
     return np.asarray(ndimage.mean(values.astype(np.float64), labels, objects))
