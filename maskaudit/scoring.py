@@ -247,9 +247,9 @@ def quality_scores(signals: "Signals", *, seed: int = 0, store: Path | None = No
         rule = suspect_rule(quality, probability)
         if rule == "bad probability":
             quality = quality_from_bad_probability(probability, fusion.suspicion)
+    visible = np.asarray(fitted.probes.reach) >= SELF_CHECK_REACH_PX  # the probes the self-check counts
     return Scores(quality=quality, suspicion=fusion.suspicion, evidence=given, fusion=fusion,
-                  self_check_auroc=self_check_auroc(fusion, counted=np.asarray(fitted.probes.reach) >= SELF_CHECK_REACH_PX),
-                  bad_share=share, rule=rule)
+                  self_check_auroc=self_check_auroc(fusion, counted=visible), bad_share=share, rule=rule)
 
 
 def _chunked_evidence(signals: "Signals", priors, class_scales: dict, own: np.ndarray, *,

@@ -6,7 +6,6 @@ Shape key: b samples, K classes, S working resolution.
 from __future__ import annotations
 
 import numpy as np
-
 from scipy import ndimage
 
 from ..distance import signed_distance
@@ -49,7 +48,7 @@ def segmenter_evidence(probabilities: np.ndarray, masks: np.ndarray, *, multilab
         # whole structures: a VOC band covers most of a thin structure, whose valid pixels alone give a noisy ratio
         "size_ratio": np.log((filled.sum(axis=(2, 3)) + 1.0) / (whole.sum(axis=(2, 3)) + 1.0)),
         "rim_disagreement": rim_disagreement(probabilities, filled, valid=valid),
-        "object_miss": object_miss(probabilities, filled, multilabel=multilabel, valid=valid),  # whole structures, as for the size ratio
+        "object_miss": object_miss(probabilities, filled, multilabel=multilabel, valid=valid),
     }
 
 
@@ -99,10 +98,9 @@ def object_miss(probabilities: np.ndarray, masks: np.ndarray, *, multilabel: boo
     worst = np.zeros(masks.shape[:2])
     for i, (sample_probabilities, sample_masks) in enumerate(zip(probabilities, masks)):
         known = None if valid is None else valid[i]
-        seen, labelled = sample_probabilities.max(axis=0), sample_masks.any(axis=0)  # (S, S): any class
+        any_seen, any_labelled = sample_probabilities.max(axis=0), sample_masks.any(axis=0)  # (S, S)
         for k, (probability, mask) in enumerate(zip(sample_probabilities, sample_masks)):
-            if multilabel:
-                seen, labelled = probability, mask
+            seen, labelled = (probability, mask) if multilabel else (any_seen, any_labelled)
             misses = np.r_[1.0 - _object_means(seen, mask, counted=known),
                            1.0 - _object_means(labelled, probability > SURE, counted=known)]
             worst[i, k] = misses.max(initial=0.0)
