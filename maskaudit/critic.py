@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .corruptions import CRITIC_FAMILIES, family_corruption
+from .distance import mask_box
 
 
 #: How often each family is drawn for the critic's training pairs, relative to 1 for the others.
@@ -84,8 +85,9 @@ def probe_reach(masks: np.ndarray, probes: np.ndarray) -> np.ndarray:
             if not mask.any():
                 reach[i] = np.inf
                 break
-            outline = mask & ~ndimage.binary_erosion(mask)
-            reach[i] = max(reach[i], float(ndimage.distance_transform_edt(~outline)[changed].max()))
+            box = mask_box(mask | changed, 0)  # holds every outline pixel: the distances in it are exact
+            outline = mask[box] & ~ndimage.binary_erosion(mask[box])
+            reach[i] = max(reach[i], float(ndimage.distance_transform_edt(~outline)[changed[box]].max()))
     return reach
 
 
