@@ -48,7 +48,7 @@ def training_masks(copy_masks: np.ndarray, ids: list[str], source: Path | None, 
     position = {sample.id: i for i, sample in enumerate(clean.index.samples)}
     missing = [i for i in ids if i not in position]
     if missing:
-        raise SystemExit(f"{len(missing)} samples of the copy are not in {source}, e.g. {missing[0]}")
+        raise ValueError(f"{len(missing)} samples of the copy are not in {source}, e.g. {missing[0]}")
     return np.asarray(clean.masks)[[position[i] for i in ids]]
 
 
@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     everything = np.arange(len(ids))
     halves = (everything[0::2], everything[1::2])
     train_rows, score_rows = (everything, everything) if args.setting == "given" else halves
-    learned = training_masks(given, ids, args.source if args.setting == "clean-half" else None, args.size, cache)
+    try:
+        learned = training_masks(given, ids, args.source if args.setting == "clean-half" else None, args.size, cache)
+    except ValueError as error:
+        parser.error(str(error))
 
     qam = QualityAwarenessModule(images.shape[1], given.shape[1], width=args.width)
     optimizer = torch.optim.Adam(qam.parameters(), lr=args.lr)
